@@ -1,0 +1,5 @@
+"""Lightning callbacks: the projection and the monitor."""
+
+from l1inf_lightning.callbacks.l1inf_projection import L1InfProjection
+
+__all__ = ["L1InfProjection"]

@@ -1,0 +1,28 @@
+"""Pure tensor functions: the projection kernel and the norms of affine layers."""
+
+from l1inf_lightning.functional.norms import (
+    AFFINE_TYPES,
+    check_affine,
+    is_affine,
+    l1inf_norm,
+    load_neuron_vectors_,
+    neuron_l1_norms,
+    neuron_vectors,
+    sparsity_rate,
+)
+from l1inf_lightning.functional.projection import check_radius, project_l1_ball, project_l1_ball_, project_module_
+
+__all__ = [
+    "AFFINE_TYPES",
+    "check_affine",
+    "check_radius",
+    "is_affine",
+    "l1inf_norm",
+    "load_neuron_vectors_",
+    "neuron_l1_norms",
+    "neuron_vectors",
+    "project_l1_ball",
+    "project_l1_ball_",
+    "project_module_",
+    "sparsity_rate",
+]

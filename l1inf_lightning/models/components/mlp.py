@@ -1,0 +1,75 @@
+"""Fully connected networks: the paper's f = T_{k+1} ∘ σ ∘ T_k ∘ … ∘ σ ∘ T_1."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+__all__ = ["ACTIVATIONS", "MLP"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron with ``len(hidden)`` hidden layers of one activation.
+
+    Layers are registered in order, so the output layer is the last ``nn.Linear``: the one
+    :class:`~l1inf_lightning.L1InfProjection` leaves unconstrained by default. Inputs of any shape are
+    flattened from dimension 1 on.
+
+    Args:
+        in_features: Input dimension ``d_0`` (``m_1`` in the paper).
+        hidden: Widths ``d_1, ..., d_k`` of the hidden layers; empty for a linear model.
+        out_features: Output dimension ``d_{k+1}`` (classes, or 1 for regression).
+        activation: ``"relu"``, ``"tanh"`` or ``"sigmoid"``; all satisfy sigma(0) = 0 or are covered by
+            the bounds' Lipschitz constants.
+        dropout: Dropout probability after every hidden activation; 0 disables it.
+
+    Example:
+        >>> net = MLP(500, [100, 50, 20], 2)
+        >>> net
+        MLP(
+          (layers): Sequential(
+            (0): Linear(in_features=500, out_features=100, bias=True)
+            (1): ReLU()
+            (2): Linear(in_features=100, out_features=50, bias=True)
+            (3): ReLU()
+            (4): Linear(in_features=50, out_features=20, bias=True)
+            (5): ReLU()
+            (6): Linear(in_features=20, out_features=2, bias=True)
+          )
+        )
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (100, 50, 20),
+        out_features: int = 2,
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        widths = [in_features, *hidden, out_features]
+        if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+            raise ValueError(
+                f"Expected `in_features`, `hidden` and `out_features` to be positive integers, got "
+                f"in_features={in_features!r}, hidden={list(hidden)!r}, out_features={out_features!r}"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Expected `activation` to be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Expected `dropout` to be in [0, 1), got {dropout!r}")
+        self.activation = activation
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(widths[:-2], widths[1:-1], strict=True):
+            layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(widths[-2], widths[-1]))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map a batch ``(B, ...)`` to ``(B, out_features)``."""
+        return self.layers(x.flatten(1))

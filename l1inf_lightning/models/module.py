@@ -1,0 +1,142 @@
+"""A LightningModule for supervised classification or regression with any ``nn.Module`` as the network."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import Accuracy, MeanSquaredError, Metric
+
+from l1inf_lightning.functional import is_affine
+
+__all__ = ["SupervisedModule"]
+
+Task = Literal["classification", "regression"]
+
+
+def _adam(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+class SupervisedModule(pl.LightningModule):
+    """Train ``net`` with cross entropy (classification) or mean squared error (regression).
+
+    Logs ``train/loss``, ``val/loss``, ``test/loss`` and ``{split}/acc`` or ``{split}/mse``. The logged
+    losses are the data loss alone; optional L1/L2 weight penalties (for the paper's comparison of
+    regularizers) are added to the training objective and logged as ``train/penalty``.
+
+    Args:
+        net: The network; its last ``nn.Linear``/``nn.Conv`` is taken as the output layer.
+        task: ``"classification"`` or ``"regression"``.
+        num_classes: Classes for the accuracy metric; read from the output layer when omitted.
+        optimizer: Builds the optimizer from the parameters (from YAML: ``class_path`` + ``init_args``).
+        scheduler: Optional learning-rate scheduler built from the optimizer; stepped per epoch and given
+            ``val/loss`` for schedulers that monitor a metric.
+        l1_penalty: λ of the penalty λ Σ|w| over the weights of every Linear/Conv layer.
+        l2_penalty: λ of the penalty λ Σ w² over the same weights.
+
+    Example:
+        >>> from l1inf_lightning.models.components import MLP
+        >>> model = SupervisedModule(MLP(4, [8], 3))
+        >>> model(torch.zeros(2, 4)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        task: Task = "classification",
+        num_classes: int | None = None,
+        optimizer: OptimizerCallable = _adam,
+        scheduler: LRSchedulerCallable | None = None,
+        l1_penalty: float = 0.0,
+        l2_penalty: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if task not in ("classification", "regression"):
+            raise ValueError(f"Expected `task` to be 'classification' or 'regression', got {task!r}")
+        for name, value in (("l1_penalty", l1_penalty), ("l2_penalty", l2_penalty)):
+            if not value >= 0:
+                raise ValueError(f"Expected `{name}` to be a non-negative number, got {value!r}")
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.task = task
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.l1_penalty = l1_penalty
+        self.l2_penalty = l2_penalty
+        self.affine_layers = [m for m in net.modules() if is_affine(m)]
+        if not self.affine_layers:
+            raise ValueError(f"Expected `net` to contain an nn.Linear or nn.Conv layer, got {type(net).__name__}")
+        if task == "classification":
+            num_classes = num_classes or self.affine_layers[-1].weight.shape[0]
+            if num_classes < 2:
+                raise ValueError(f"Expected `num_classes` >= 2 for classification, got {num_classes}")
+            self.num_classes = num_classes
+            self.metric_name = "acc"
+            make_metric: Any = lambda: Accuracy(task="multiclass", num_classes=num_classes)  # noqa: E731
+        else:
+            self.num_classes = None
+            self.metric_name = "mse"
+            make_metric = MeanSquaredError
+        # One metric object per split, as torchmetrics requires for correct accumulation.
+        self.metrics = nn.ModuleDict({f"{split}_metric": make_metric() for split in ("train", "val", "test")})
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Network output: logits for classification, predictions for regression."""
+        return self.net(x)
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """The data loss: cross entropy, or mean squared error."""
+        if self.task == "classification":
+            return F.cross_entropy(output, target)
+        return F.mse_loss(output, target.reshape(output.shape))
+
+    def penalty(self) -> Tensor:
+        """λ1 Σ|w| + λ2 Σ w² over the weights of every Linear/Conv layer (zero when both λ are 0)."""
+        total = torch.zeros((), device=self.device)
+        for layer in self.affine_layers:
+            if self.l1_penalty:
+                total = total + self.l1_penalty * layer.weight.abs().sum()
+            if self.l2_penalty:
+                total = total + self.l2_penalty * layer.weight.pow(2).sum()
+        return total
+
+    def model_step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
+        """Forward, loss and metric update for one batch of ``split``; logs ``{split}/loss`` and the metric."""
+        x, y = batch
+        output = self(x)
+        loss = self.loss(output, y)
+        metric: Metric = self.metrics[f"{split}_metric"]
+        if self.task == "classification":
+            metric(output.argmax(dim=1), y)
+        else:
+            metric(output, y.reshape(output.shape))
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=split != "train")
+        self.log(f"{split}/{self.metric_name}", metric, on_step=False, on_epoch=True, prog_bar=split != "train")
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:  # noqa: D102
+        loss = self.model_step(batch, "train")
+        if self.l1_penalty or self.l2_penalty:
+            penalty = self.penalty()
+            self.log("train/penalty", penalty, on_step=False, on_epoch=True)
+            loss = loss + penalty
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:  # noqa: D102
+        return self.model_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:  # noqa: D102
+        return self.model_step(batch, "test")
+
+    def configure_optimizers(self) -> Any:  # noqa: D102
+        optimizer = self.optimizer(self.parameters())
+        if self.scheduler is None:
+            return optimizer
+        scheduler = self.scheduler(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
