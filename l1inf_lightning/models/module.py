@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 from torchmetrics import Accuracy, MeanSquaredError, Metric
 
@@ -62,7 +63,10 @@ class SupervisedModule(pl.LightningModule):
         for name, value in (("l1_penalty", l1_penalty), ("l2_penalty", l2_penalty)):
             if not value >= 0:
                 raise ValueError(f"Expected `{name}` to be a non-negative number, got {value!r}")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        # Under LightningCLI the hyperparameters are the parsed config (class paths, serializable), which
+        # `validate`/`test --ckpt_path` read back; elsewhere `net` etc. are live objects and are left out.
+        under_cli = _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=[] if under_cli else ["net", "optimizer", "scheduler"])
         self.net = net
         self.task = task
         self.optimizer = optimizer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -63,7 +64,7 @@ class MLP(nn.Module):
             raise ValueError(f"Expected `dropout` to be in [0, 1), got {dropout!r}")
         self.activation = activation
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(widths[:-2], widths[1:-1], strict=True):
+        for fan_in, fan_out in itertools.pairwise(widths[:-1]):
             layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))

@@ -1,0 +1,456 @@
+"""The two synthetic data sets of the talk ("A Synthesis Regression / Classification Experiment").
+
+The generators are pure functions of a ``torch.Generator``: the same generator state gives the same tensors. Each
+documents the order of its random draws, so a test can replay them. The DataModules draw the training, validation
+and test sets from independent sub-seeds of one ``seed``, so e.g. changing ``num_test`` leaves the training set as it
+was. Everything is drawn on the CPU in float32; values are identical across processes on one machine and torch build
+(torch's CPU normal sampler is vectorized per CPU type, so other machines may differ in the last bits).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset
+from typing_extensions import override
+
+from l1inf_lightning.data.base import FoldableDataModule, _check_non_negative_int, derive_seed
+
+__all__ = [
+    "SyntheticClassificationDataModule",
+    "SyntheticRegressionDataModule",
+    "classification_labels",
+    "make_classification_data",
+    "make_regression_data",
+    "neighbour_correlated_features",
+    "regression_coefficients",
+]
+
+ZetaMode = Literal["per_sample", "per_dataset"]
+_ZETA_MODES = ("per_sample", "per_dataset")
+
+# Bounds of the non-zero coefficients, beta_i ~ U(0.15, 150) (talk, "A Synthesis Regression Experiment").
+_BETA_LOW, _BETA_HIGH = 0.15, 150.0
+# Weight of each neighbour in x_j = z_j + 0.2 (z_{j+1} + z_{j-1}).
+_NEIGHBOUR_WEIGHT = 0.2
+
+# Sub-seed streams of the DataModules (see `derive_seed`); the shuffle uses stream 0.
+_TRAIN_STREAM, _VAL_STREAM, _TEST_STREAM, _MODEL_STREAM = 1, 2, 3, 4
+
+
+def _check_generator(generator: object) -> None:
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"Expected `generator` to be a torch.Generator, got {type(generator).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Regression
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def regression_coefficients(
+    num_features: int = 1000, num_informative: int = 100, *, generator: torch.Generator
+) -> Tensor:
+    r"""The sparse true coefficients of the regression experiment.
+
+    .. math::
+        \beta_i \sim \mathrm{U}(0.15, 150) \text{ for } i \le \text{num\_informative}, \qquad \beta_i = 0 \text{ else.}
+
+    Draws ``torch.rand(num_informative)`` once from ``generator``.
+
+    Args:
+        num_features: Length of beta (the input dimension).
+        num_informative: How many leading coefficients are non-zero.
+        generator: Source of randomness.
+
+    Returns:
+        beta, float32 of shape ``(num_features,)``.
+
+    Example:
+        >>> beta = regression_coefficients(generator=torch.Generator().manual_seed(0))
+        >>> beta.shape, int((beta != 0).sum())
+        (torch.Size([1000]), 100)
+    """
+    _check_generator(generator)
+    _check_non_negative_int("num_features", num_features, minimum=1)
+    _check_non_negative_int("num_informative", num_informative)
+    if num_informative > num_features:
+        raise ValueError(
+            f"Expected `num_informative` to be at most `num_features` ({num_features}), got {num_informative}"
+        )
+    beta = torch.zeros(num_features, dtype=torch.float32)
+    uniform = torch.rand(num_informative, generator=generator, dtype=torch.float32)
+    beta[:num_informative] = _BETA_LOW + (_BETA_HIGH - _BETA_LOW) * uniform
+    return beta
+
+
+def neighbour_correlated_features(z: Tensor) -> Tensor:
+    r"""Correlate each feature with its neighbours, as in the regression experiment.
+
+    .. math::
+        x_1 = z_1, \qquad x_j = z_j + 0.2\,(z_{j+1} + z_{j-1}) \quad (j \ge 2), \qquad z_{m+1} := 0.
+
+    The talk leaves ``z_{1001}`` (past the last feature) undefined; it is taken as 0 here. The first feature is
+    ``z_1`` alone, exactly as the talk writes it.
+
+    Args:
+        z: Independent standard normal draws, shape ``(num_samples, num_features)``.
+
+    Returns:
+        x, same shape and dtype as ``z``.
+
+    Example:
+        >>> neighbour_correlated_features(torch.ones(2, 4))
+        tensor([[1.0000, 1.4000, 1.4000, 1.2000],
+                [1.0000, 1.4000, 1.4000, 1.2000]])
+    """
+    if z.ndim != 2:
+        raise ValueError(f"Expected `z` to have shape (num_samples, num_features), got {tuple(z.shape)}")
+    padded = F.pad(z, (1, 1))  # padded[:, j + 1] == z[:, j], zeros at both ends
+    x = z + _NEIGHBOUR_WEIGHT * (padded[:, 2:] + padded[:, :-2])
+    x[:, 0] = z[:, 0]
+    return x
+
+
+def make_regression_data(
+    num_samples: int,
+    num_features: int = 1000,
+    num_informative: int = 100,
+    *,
+    generator: torch.Generator,
+    beta: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Samples of the talk's sparse linear regression, :math:`y = x^\top \beta + \varepsilon`.
+
+    :math:`z \sim N(0, I)`, ``x = neighbour_correlated_features(z)``, :math:`\varepsilon \sim N(0, 1)`, and beta from
+    :func:`regression_coefficients` unless given. beta is the true model: draw it once and pass it to every split.
+
+    Random draws, in this order: beta (only when ``beta`` is None, see :func:`regression_coefficients`), then
+    ``z = torch.randn(num_samples, num_features)``, then ``eps = torch.randn(num_samples, 1)``.
+
+    Args:
+        num_samples: Number of samples n.
+        num_features: Input dimension m.
+        num_informative: Non-zero coefficients, used only when ``beta`` is None.
+        generator: Source of randomness.
+        beta: The true coefficients, shape ``(num_features,)``, or None to draw them.
+
+    Returns:
+        x (float32, ``(n, m)``), y (float32, ``(n, 1)``) and beta (float32, ``(m,)``).
+
+    Example:
+        >>> x, y, beta = make_regression_data(8, generator=torch.Generator().manual_seed(0))
+        >>> x.shape, y.shape, beta.shape, x.dtype, y.dtype
+        (torch.Size([8, 1000]), torch.Size([8, 1]), torch.Size([1000]), torch.float32, torch.float32)
+    """
+    _check_generator(generator)
+    _check_non_negative_int("num_samples", num_samples)
+    _check_non_negative_int("num_features", num_features, minimum=1)
+    if beta is None:
+        beta = regression_coefficients(num_features, num_informative, generator=generator)
+    elif beta.shape != (num_features,):
+        raise ValueError(f"Expected `beta` to have shape ({num_features},), got {tuple(beta.shape)}")
+    beta = beta.to(device="cpu", dtype=torch.float32)
+    z = torch.randn(num_samples, num_features, generator=generator, dtype=torch.float32)
+    eps = torch.randn(num_samples, 1, generator=generator, dtype=torch.float32)
+    x = neighbour_correlated_features(z)
+    y = x @ beta.unsqueeze(1) + eps
+    return x, y, beta
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Classification
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def classification_labels(x: Tensor) -> Tensor:
+    r"""Labels of the classification experiment; only the first four features matter.
+
+    .. math::
+        y = 1 \iff e^{x_1} + x_2^2 + 5 \sin(x_3 x_4) - 3 > 0.
+
+    Args:
+        x: Inputs, shape ``(num_samples, num_features)`` with ``num_features >= 4``.
+
+    Returns:
+        y, int64 of shape ``(num_samples,)`` with values in {0, 1}.
+
+    Example:
+        >>> classification_labels(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]))
+        tensor([0, 1])
+    """
+    if x.ndim != 2 or x.shape[1] < 4:
+        raise ValueError(f"Expected `x` to have shape (num_samples, num_features >= 4), got {tuple(x.shape)}")
+    score = torch.exp(x[:, 0]) + x[:, 1] ** 2 + 5 * torch.sin(x[:, 2] * x[:, 3]) - 3
+    return (score > 0).long()
+
+
+def make_classification_data(
+    num_samples: int,
+    num_features: int = 500,
+    *,
+    generator: torch.Generator,
+    zeta_mode: ZetaMode = "per_sample",
+    zeta: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""Samples of the talk's binary classification experiment.
+
+    .. math::
+        \zeta \sim N(0, 1), \qquad x_{ij} \sim N(\zeta / 2,\ 1/4) \text{ (standard deviation 1/2)}, \qquad
+        y_i = \mathbb{1}[e^{x_{i1}} + x_{i2}^2 + 5 \sin(x_{i3} x_{i4}) - 3 > 0].
+
+    The talk does not say whether ζ is drawn once per sample or once per data set. ``"per_sample"`` (the default)
+    draws one ζ per sample, a latent factor shared by that sample's features (about 35% positives);
+    ``"per_dataset"`` draws one ζ for the whole set, so the class balance depends on that one draw. In
+    ``"per_dataset"`` mode, pass the same ``zeta`` to every split so they come from one distribution.
+
+    Random draws, in this order: ζ (``torch.randn(num_samples, 1)`` per sample, or ``torch.randn(1)`` per data set
+    unless ``zeta`` is given), then ``noise = torch.randn(num_samples, num_features)``; ``x = ζ / 2 + noise / 2``.
+
+    Args:
+        num_samples: Number of samples n.
+        num_features: Input dimension m, at least 4.
+        generator: Source of randomness.
+        zeta_mode: ``"per_sample"`` or ``"per_dataset"``.
+        zeta: The data set's ζ in ``"per_dataset"`` mode, or None to draw it.
+
+    Returns:
+        x (float32, ``(n, m)``) and y (int64, ``(n,)``).
+
+    Example:
+        >>> x, y = make_classification_data(8, generator=torch.Generator().manual_seed(0))
+        >>> x.shape, y.shape, x.dtype, y.dtype
+        (torch.Size([8, 500]), torch.Size([8]), torch.float32, torch.int64)
+    """
+    _check_generator(generator)
+    _check_non_negative_int("num_samples", num_samples)
+    _check_non_negative_int("num_features", num_features, minimum=4)
+    if zeta_mode not in _ZETA_MODES:
+        raise ValueError(f"Expected `zeta_mode` to be one of {_ZETA_MODES}, got {zeta_mode!r}")
+    if zeta is not None and zeta_mode != "per_dataset":
+        raise ValueError(f"Expected `zeta` to be None unless `zeta_mode` is 'per_dataset', got {zeta!r}")
+    if zeta is not None:
+        latent = torch.full((1,), float(zeta), dtype=torch.float32)
+    elif zeta_mode == "per_sample":
+        latent = torch.randn(num_samples, 1, generator=generator, dtype=torch.float32)
+    else:
+        latent = torch.randn(1, generator=generator, dtype=torch.float32)
+    noise = torch.randn(num_samples, num_features, generator=generator, dtype=torch.float32)
+    x = latent / 2 + noise / 2
+    return x, classification_labels(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DataModules
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _stream_generator(seed: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(seed, stream))
+
+
+class _SyntheticDataModule(FoldableDataModule):
+    """Shared checks and the default split of the synthetic DataModules: validation is a fresh draw."""
+
+    def __init__(
+        self,
+        *,
+        num_train: int,
+        num_test: int,
+        num_features: int,
+        num_val: int,
+        batch_size: int,
+        seed: int,
+        num_folds: int | None,
+        fold_index: int,
+        fold_seed: int,
+        num_workers: int,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            num_folds=num_folds,
+            fold_index=fold_index,
+            fold_seed=fold_seed,
+            num_workers=num_workers,
+            seed=seed,
+        )
+        _check_non_negative_int("num_train", num_train, minimum=1)
+        _check_non_negative_int("num_test", num_test, minimum=1)
+        _check_non_negative_int("num_val", num_val)
+        self._check_num_folds_fit(num_train)
+        self.num_train = num_train
+        self.num_test = num_test
+        self.num_features = num_features
+        self.num_val = num_val
+
+    @abstractmethod
+    def _draw(self, num_samples: int, generator: torch.Generator) -> TensorDataset:
+        """Draw ``num_samples`` samples of this data set's distribution."""
+
+    @override
+    def full_train_size(self) -> int:
+        return self.num_train
+
+    @override
+    def _load_datasets(self) -> tuple[Dataset, Dataset | None]:
+        train = self._draw(self.num_train, _stream_generator(self.seed, _TRAIN_STREAM))
+        test = self._draw(self.num_test, _stream_generator(self.seed, _TEST_STREAM))
+        return train, test
+
+    @override
+    def _default_split(self, train_full: Dataset) -> tuple[Dataset, Dataset | None]:
+        # Synthetic data is free: validate on an independent draw and keep the paper's training set whole.
+        if self.num_val == 0:
+            return train_full, None
+        return train_full, self._draw(self.num_val, _stream_generator(self.seed, _VAL_STREAM))
+
+
+class SyntheticRegressionDataModule(_SyntheticDataModule):
+    """The talk's sparse linear regression: 500 training and 1500 test samples in R^1000, MSE.
+
+    The true coefficients ``beta`` are drawn once from ``seed`` (available right after construction) and shared by
+    the training, validation and test sets. Targets are not standardized, as in the talk: with beta up to 150 they
+    have a standard deviation of roughly 900.
+
+    Example:
+        >>> dm = SyntheticRegressionDataModule(num_train=20, num_test=10, num_val=5, num_features=30, num_informative=3)
+        >>> dm.setup("fit")
+        >>> x, y = next(iter(dm.train_dataloader()))
+        >>> x.shape, y.shape, dm.task, dm.num_classes
+        (torch.Size([20, 30]), torch.Size([20, 1]), 'regression', None)
+
+    Args:
+        num_train: Training samples (the set that folds split).
+        num_test: Test samples.
+        num_features: Input dimension.
+        num_val: Samples of the independent validation draw used when ``num_folds`` is None (0: no validation).
+        batch_size: Samples per batch.
+        seed: Seed of the data (beta, training, validation and test sets from independent sub-seeds) and shuffle.
+        num_folds: Number of cross-validation folds of the training set, or None.
+        fold_index: The fold held out for validation; must be 0 when ``num_folds`` is None.
+        fold_seed: Seed of the assignment of samples to folds.
+        num_workers: Worker processes per DataLoader.
+        num_informative: Non-zero coefficients of beta (the first ones).
+    """
+
+    task = "regression"
+    num_classes: int | None = None
+
+    def __init__(
+        self,
+        num_train: int = 500,
+        num_test: int = 1500,
+        num_features: int = 1000,
+        num_val: int = 500,
+        batch_size: int = 50,
+        seed: int = 0,
+        num_folds: int | None = None,
+        fold_index: int = 0,
+        fold_seed: int = 0,
+        num_workers: int = 0,
+        num_informative: int = 100,
+    ) -> None:
+        super().__init__(
+            num_train=num_train,
+            num_test=num_test,
+            num_features=num_features,
+            num_val=num_val,
+            batch_size=batch_size,
+            seed=seed,
+            num_folds=num_folds,
+            fold_index=fold_index,
+            fold_seed=fold_seed,
+            num_workers=num_workers,
+        )
+        self.save_hyperparameters()
+        self.num_informative = num_informative
+        self.beta = regression_coefficients(
+            num_features, num_informative, generator=_stream_generator(seed, _MODEL_STREAM)
+        )
+
+    @override
+    def _draw(self, num_samples: int, generator: torch.Generator) -> TensorDataset:
+        x, y, _ = make_regression_data(num_samples, self.num_features, generator=generator, beta=self.beta)
+        return TensorDataset(x, y)
+
+
+class SyntheticClassificationDataModule(_SyntheticDataModule):
+    """The talk's binary classification: 500 training and 1000 test samples in R^500, cross entropy.
+
+    Labels are int64 class indices (for ``cross_entropy`` over 2 logits); folds are stratified by label. In
+    ``"per_dataset"`` mode, ζ is drawn once from ``seed`` (attribute ``zeta``) and shared by every split.
+
+    Example:
+        >>> dm = SyntheticClassificationDataModule(num_train=20, num_test=10, num_val=5, num_features=8, batch_size=4)
+        >>> dm.setup("fit")
+        >>> x, y = next(iter(dm.train_dataloader()))
+        >>> x.shape, y.dtype, dm.task, dm.num_classes
+        (torch.Size([4, 8]), torch.int64, 'classification', 2)
+
+    Args:
+        num_train: Training samples (the set that folds split).
+        num_test: Test samples.
+        num_features: Input dimension, at least 4.
+        num_val: Samples of the independent validation draw used when ``num_folds`` is None (0: no validation).
+        batch_size: Samples per batch.
+        seed: Seed of the data (training, validation and test sets from independent sub-seeds) and shuffle.
+        num_folds: Number of cross-validation folds of the training set, or None.
+        fold_index: The fold held out for validation; must be 0 when ``num_folds`` is None.
+        fold_seed: Seed of the assignment of samples to folds.
+        num_workers: Worker processes per DataLoader.
+        zeta_mode: ``"per_sample"`` (default) or ``"per_dataset"``; see :func:`make_classification_data`.
+    """
+
+    task = "classification"
+    num_classes: int | None = 2
+
+    def __init__(
+        self,
+        num_train: int = 500,
+        num_test: int = 1000,
+        num_features: int = 500,
+        num_val: int = 500,
+        batch_size: int = 50,
+        seed: int = 0,
+        num_folds: int | None = None,
+        fold_index: int = 0,
+        fold_seed: int = 0,
+        num_workers: int = 0,
+        zeta_mode: ZetaMode = "per_sample",
+    ) -> None:
+        super().__init__(
+            num_train=num_train,
+            num_test=num_test,
+            num_features=num_features,
+            num_val=num_val,
+            batch_size=batch_size,
+            seed=seed,
+            num_folds=num_folds,
+            fold_index=fold_index,
+            fold_seed=fold_seed,
+            num_workers=num_workers,
+        )
+        _check_non_negative_int("num_features", num_features, minimum=4)
+        if zeta_mode not in _ZETA_MODES:
+            raise ValueError(f"Expected `zeta_mode` to be one of {_ZETA_MODES}, got {zeta_mode!r}")
+        self.save_hyperparameters()
+        self.zeta_mode = zeta_mode
+        self.zeta: float | None = None
+        if zeta_mode == "per_dataset":
+            self.zeta = torch.randn(1, generator=_stream_generator(seed, _MODEL_STREAM)).item()
+
+    @override
+    def _draw(self, num_samples: int, generator: torch.Generator) -> TensorDataset:
+        x, y = make_classification_data(
+            num_samples, self.num_features, generator=generator, zeta_mode=self.zeta_mode, zeta=self.zeta
+        )
+        return TensorDataset(x, y)
+
+    @override
+    def _labels(self, train_full: Dataset) -> Tensor:
+        assert isinstance(train_full, TensorDataset)
+        return train_full.tensors[1]
