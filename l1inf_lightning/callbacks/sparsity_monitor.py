@@ -1,0 +1,317 @@
+r"""Log sparsity, the generalization gap and the paper's live bounds while training."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+from typing_extensions import override
+
+from l1inf_lightning.callbacks.l1inf_projection import L1InfProjection
+from l1inf_lightning.functional import bounds
+from l1inf_lightning.functional.network import NetworkMeasure, affine_layers, measure_network
+
+__all__ = ["SparsityMonitor"]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+# Final values shown beside the hyperparameters in TensorBoard's HPARAMS tab.
+_HPARAM_METRICS = ("sparsity/overall", "gap/loss", "gap/acc", "bound/rademacher", "bound/generalization")
+
+
+class SparsityMonitor(Callback):
+    r"""Log how sparse the net is, its generalization gap and the paper's bounds, every few epochs.
+
+    Scalars, logged with ``self.log`` at the end of each training epoch (so they reach every logger):
+
+    - ``sparsity/overall`` and ``sparsity/<layer>``: zeros / size of the weight matrices (biases excluded),
+      ``dead/<layer>``: neurons whose incoming weights are all zero, ``norm/<layer>``: the layer's
+      :math:`L_{1,\infty}` norm with bias;
+    - ``gap/loss``: validation loss − training loss, both on the current weights in eval mode, and
+      ``gap/acc`` (training − validation accuracy) for classification. The training loss comes from a
+      fixed subset of at most ``gap_samples`` training samples;
+    - ``bound/rademacher`` (Theorem 1), ``bound/output_sup`` (Lemma 2) and ``bound/generalization``
+      (Theorem 5 for one output, Theorem 7 for cross entropy over several), with c the configured radius of
+      the :class:`L1InfProjection` in the same Trainer.
+
+    The theorems assume inputs in :math:`[-1, 1]^{m_1}`. With :math:`s = \max|x| > 1` on the training data,
+    the net on x equals the net on x / s whose first layer's weights are multiplied by s, so the first
+    layer's norm is at most s·c and the bounds use c·s (a valid, conservative single c for all layers).
+
+    When the bounds do not apply (no projection or c = ∞, convolutions, pooling, normalization, mixed
+    activations) the ``bound/*`` tags are not logged and one warning says why. Weight histograms and an
+    image of the first hidden layer's first 20 neurons go to TensorBoard every ``image_every_n_epochs``.
+    At the end of training the hyperparameters (c, architecture, n) are logged with the final metrics so
+    runs over c compare in TensorBoard's HPARAMS tab.
+
+    Args:
+        log_every_n_epochs: Epochs between scalar logs.
+        image_every_n_epochs: Epochs between histograms and the weight image (0 disables them).
+        gap_samples: Training samples evaluated in eval mode for the gap (a fixed subset); 0 disables the gap.
+        val_loss_key: The key the LightningModule logs its validation loss under with ``self.log``.
+        val_acc_key: The key of its validation accuracy (classification), if it logs one.
+        loss_fn: ``loss(output, target)`` for the training-loss pass; by default the module's own ``loss``
+            method if it has one.
+        delta: Confidence parameter δ of the generalization bounds.
+        activation: The activation for the bounds when the net calls it functionally.
+    """
+
+    def __init__(
+        self,
+        log_every_n_epochs: int = 1,
+        image_every_n_epochs: int = 10,
+        gap_samples: int = 1024,
+        val_loss_key: str = "val/loss",
+        val_acc_key: str | None = "val/acc",
+        loss_fn: LossFn | None = None,
+        delta: float = 0.05,
+        activation: str | None = None,
+    ) -> None:
+        for name, value, low in (
+            ("log_every_n_epochs", log_every_n_epochs, 1),
+            ("image_every_n_epochs", image_every_n_epochs, 0),
+            ("gap_samples", gap_samples, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"Expected `{name}` to be an integer >= {low}, got {value!r}")
+        if not 0 < delta < 1:
+            raise ValueError(f"Expected `delta` to be in (0, 1), got {delta!r}")
+        self.log_every_n_epochs = log_every_n_epochs
+        self.image_every_n_epochs = image_every_n_epochs
+        self.gap_samples = gap_samples
+        self.val_loss_key = val_loss_key
+        self.val_acc_key = val_acc_key
+        self.loss_fn = loss_fn
+        self.delta = delta
+        self.activation = activation
+        self.last_metrics: dict[str, float] = {}
+        self._data: dict[str, Any] = {}
+        self._warned: set[str] = set()
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._data = self._scan_training_data(trainer)
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.log_every_n_epochs == 0 or trainer.should_stop or epoch == trainer.max_epochs:
+            metrics = self.compute_metrics(trainer, pl_module)
+            self.last_metrics = metrics
+            pl_module.log_dict(metrics, on_step=False, on_epoch=True)
+        if self.image_every_n_epochs and (epoch % self.image_every_n_epochs == 0 or epoch == 1):
+            self._log_weights(trainer, pl_module)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        measure = measure_network(pl_module, self.activation)
+        params = {
+            "c": self._configured_radius(trainer, measure),
+            "architecture": measure.architecture,
+            "n": self._data.get("n", -1),
+            "k": measure.k,
+            "activation": measure.activation or "unknown",
+        }
+        summary = {key: self.last_metrics[key] for key in _HPARAM_METRICS if key in self.last_metrics}
+        for key in (self.val_loss_key, self.val_acc_key):
+            if key and key in trainer.callback_metrics:
+                summary[key] = float(trainer.callback_metrics[key])
+        final = {f"hp/{key.replace('/', '_')}": value for key, value in summary.items()}
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(params, metrics=final)
+            else:
+                logger.log_hyperparams(params)
+                logger.log_metrics(final, step=trainer.global_step)
+
+    # ---------------------------------------------------------------- metrics
+
+    def compute_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        """Every scalar the monitor logs, for the current weights."""
+        metrics = self._sparsity_metrics(pl_module)
+        if self.gap_samples:
+            metrics.update(self._gap_metrics(trainer, pl_module))
+        metrics.update(self._bound_metrics(trainer, pl_module))
+        return metrics
+
+    @torch.no_grad()
+    def _sparsity_metrics(self, pl_module: nn.Module) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        zeros = total = 0
+        for name, layer in affine_layers(pl_module):
+            weight = layer.weight.detach()
+            is_zero = (weight == 0).reshape(weight.shape[0], -1)
+            layer_zeros = int(is_zero.sum())
+            zeros, total = zeros + layer_zeros, total + weight.numel()
+            metrics[f"sparsity/{name}"] = layer_zeros / weight.numel()
+            metrics[f"dead/{name}"] = float(is_zero.all(dim=1).sum())
+            norms = weight.reshape(weight.shape[0], -1).abs().sum(dim=1, dtype=torch.float64)
+            if layer.bias is not None:
+                norms = norms + layer.bias.detach().abs().double()
+            metrics[f"norm/{name}"] = float(norms.max())
+        metrics["sparsity/overall"] = zeros / total
+        return metrics
+
+    def _gap_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        val_loss = trainer.callback_metrics.get(self.val_loss_key)
+        if val_loss is None:
+            self._warn_once(
+                "val_loss",
+                f"`SparsityMonitor` expected the LightningModule to log its validation loss as "
+                f"`self.log({self.val_loss_key!r}, ...)`; no gap is logged. Set `val_loss_key` to the key it logs.",
+            )
+            return {}
+        loss_fn = self.loss_fn or getattr(pl_module, "loss", None)
+        if not callable(loss_fn) or "loader" not in self._data:
+            self._warn_once(
+                "loss_fn",
+                "`SparsityMonitor` needs `loss_fn` (or a `loss(output, target)` method on the LightningModule) "
+                "and (input, target) training batches to evaluate the training loss in eval mode; no gap is logged.",
+            )
+            return {}
+        train_loss, train_acc = self._evaluate(pl_module, loss_fn, self._data["loader"])
+        metrics = {"gap/loss": float(val_loss) - train_loss}
+        val_acc = trainer.callback_metrics.get(self.val_acc_key) if self.val_acc_key else None
+        if train_acc is not None and val_acc is not None:
+            metrics["gap/acc"] = train_acc - float(val_acc)
+        return metrics
+
+    @torch.no_grad()
+    def _evaluate(
+        self, pl_module: pl.LightningModule, loss_fn: LossFn, loader: DataLoader
+    ) -> tuple[float, float | None]:
+        was_training = pl_module.training
+        pl_module.eval()
+        loss_sum, correct, count, classification = 0.0, 0, 0, True
+        try:
+            for x, y in loader:
+                x, y = x.to(pl_module.device), y.to(pl_module.device)
+                output = pl_module(x)
+                loss_sum += float(loss_fn(output, y)) * len(y)
+                count += len(y)
+                classification = (
+                    classification and output.ndim == 2 and output.shape[1] > 1 and not y.is_floating_point()
+                )
+                if classification:
+                    correct += int((output.argmax(dim=1) == y).sum())
+        finally:
+            pl_module.train(was_training)
+        return loss_sum / count, (correct / count if classification else None)
+
+    def _bound_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        measure = measure_network(pl_module, self.activation)
+        c = self._configured_radius(trainer, measure)
+        reason = measure.outside_reason
+        if reason is None and math.isinf(c):
+            reason = "c = inf (no L1InfProjection constrains every hidden layer): the bounds are infinite"
+        if reason is None and "n" not in self._data:
+            reason = "the training data could not be read as (input, target) batches"
+        if reason is not None:
+            self._warn_once("bound", f"`SparsityMonitor` does not log the bounds: {reason}.")
+            return {}
+        gamma = bounds.lipschitz_constant(measure.activation)
+        c_eff = c * max(1.0, self._data["input_scale"])
+        n, k, m1, m2 = self._data["n"], measure.k, measure.m1, measure.m2
+        o = measure.output_column_l1
+        metrics = {
+            # Theorem 1 is stated for one output; with several, for the output unit with the largest o_j.
+            "bound/rademacher": bounds.rademacher_bound(c_eff, k, max(o), gamma, n, m1),
+            "bound/output_sup": bounds.output_sup_bound(max(o), c_eff, k, gamma),
+            "bound/c": c_eff,
+        }
+        if m2 == 1:
+            metrics["bound/generalization"] = bounds.mse_generalization_bound(
+                c_eff, k, gamma, n, m1, self.delta, self._data["target_max"], o[0]
+            )
+        else:
+            metrics["bound/generalization"] = bounds.cross_entropy_generalization_bound(
+                c_eff, k, gamma, n, m1, m2, self.delta, max(o), o, sum(o)
+            )
+        return metrics
+
+    @staticmethod
+    def _configured_radius(trainer: pl.Trainer, measure: NetworkMeasure) -> float:
+        """The largest radius any projection callback gives a hidden layer (inf if one is left free)."""
+        radii: dict[str, float] = {}
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(callback, L1InfProjection):
+                for name, radius in callback.radii.items():
+                    radii[name] = min(radius, radii.get(name, math.inf))
+        return max((radii.get(name, math.inf) for name in measure.hidden), default=math.inf)
+
+    # ---------------------------------------------------------------- data
+
+    def _scan_training_data(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """n, max |x|, max |y| over the training set, and a fixed subset loader for the gap."""
+        loader = trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None or not hasattr(dataset, "__len__"):
+            return {}
+        batch_size = getattr(loader, "batch_size", None) or 256
+        scan = DataLoader(dataset, batch_size=max(batch_size, 256), shuffle=False)
+        input_scale, target_max = 0.0, 0.0
+        try:
+            for x, y in scan:
+                input_scale = max(input_scale, float(x.abs().max()))
+                target_max = max(target_max, float(y.abs().max()))
+        except (TypeError, ValueError):
+            self._warn_once("batches", "`SparsityMonitor` expects training batches of (input, target).")
+            return {}
+        n = len(dataset)
+        generator = torch.Generator().manual_seed(0)
+        subset = torch.randperm(n, generator=generator)[: self.gap_samples].sort().values.tolist()
+        gap_loader = DataLoader(Subset(dataset, subset), batch_size=max(batch_size, 256), shuffle=False)
+        return {"n": n, "input_scale": input_scale, "target_max": target_max, "loader": gap_loader}
+
+    # ---------------------------------------------------------------- images
+
+    @torch.no_grad()
+    def _log_weights(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if not loggers:
+            return
+        layers = affine_layers(pl_module)
+        figure = _first_layer_figure(layers[0][0], layers[0][1].weight.detach().float().cpu())
+        for logger in loggers:
+            for name, layer in layers:
+                logger.experiment.add_histogram(
+                    f"weights/{name}", layer.weight.detach().float().cpu(), trainer.global_step
+                )
+            logger.experiment.add_figure("weights/first_hidden_layer", figure, trainer.global_step, close=False)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=2)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_metrics": dict(self.last_metrics)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_metrics = dict(state_dict.get("last_metrics", {}))
+
+
+def _first_layer_figure(name: str, weight: Tensor) -> Any:
+    """The talk's figure: the first 20 neurons (columns of Ṽ_1) of the first hidden layer, zeros in white."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no display backend
+
+    columns = weight.reshape(weight.shape[0], -1)[:20].T.numpy()
+    scale = float(abs(columns).max()) or 1.0
+    figure = Figure(figsize=(4, 6))
+    axis = figure.subplots()
+    image = axis.imshow(columns, aspect="auto", cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+    axis.set_xlabel("neuron")
+    axis.set_ylabel("input")
+    axis.set_title(f"{name}: first {columns.shape[1]} neurons")
+    figure.colorbar(image, ax=axis)
+    figure.tight_layout()
+    return figure
