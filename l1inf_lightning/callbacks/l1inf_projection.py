@@ -135,7 +135,13 @@ class L1InfProjection(Callback):
         self._remove_hooks()
         for optimizer in trainer.optimizers:
             owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
-            layers = {name: entry for name, entry in constrained.items() if id(entry[0].weight) in owned}
+            # A layer is this optimizer's when it steps any of the layer's parameters (a frozen weight with a
+            # trained bias still moves the neuron).
+            layers = {
+                name: entry
+                for name, entry in constrained.items()
+                if any(id(p) in owned for p in entry[0].parameters(recurse=False))
+            }
             if layers:
                 self._handles.append(optimizer.register_step_post_hook(self._make_step_hook(layers)))
 

@@ -77,10 +77,17 @@ def _threshold(magnitudes: Tensor, radius: Tensor) -> Tensor:
 _CPU_BLOCK_ELEMENTS = 1 << 16  # 512 KiB of float64 per block
 
 
+def _projection_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The precision a projection is exact to: half types are projected as float32 (DESIGN: written back after)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _project_rows_(vectors: Tensor, radii: Tensor) -> None:
     """Project the rows of ``vectors`` that lie outside their ball, in place, computing in float64."""
     magnitudes = vectors.abs().to(torch.float64)
-    outside = magnitudes.sum(dim=1) > radii
+    # A row this function wrote sums to c only up to rounding each entry to the dtype (<= c * eps / 2), so rows
+    # within c * eps count as inside: projecting again, or after a restart, then changes nothing.
+    outside = magnitudes.sum(dim=1) > radii * (1 + torch.finfo(_projection_dtype(vectors.dtype)).eps)
     if not bool(outside.any()):
         return
     if not bool(outside.all()):
@@ -99,9 +106,9 @@ def _shrink(magnitudes: Tensor, radii: Tensor, signs: Tensor) -> Tensor:
 def project_l1_ball_(vectors: Tensor, radius: float | Tensor) -> Tensor:
     """Project each row of ``vectors`` onto the L1 ball of ``radius`` in place and return it.
 
-    Rows already inside the ball are left bit-for-bit unchanged. The threshold is computed in float64
-    and the result written back in the input's dtype, so float16 and bfloat16 rows are projected in
-    (at least) float32 precision.
+    Rows already inside the ball (up to one rounding of the dtype, ``||v||_1 <= c (1 + eps)``) are left bit-for-bit
+    unchanged, so the projection is idempotent. The threshold is computed in float64 and the result written back
+    in the input's dtype.
 
     Args:
         vectors: A 2-D floating tensor, one vector per row.
