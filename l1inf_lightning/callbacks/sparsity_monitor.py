@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -19,17 +19,21 @@ from l1inf_lightning.callbacks.l1inf_projection import L1InfProjection
 from l1inf_lightning.functional import bounds
 from l1inf_lightning.functional.network import NetworkMeasure, affine_layers, measure_network
 
-__all__ = ["SparsityMonitor"]
+__all__ = ["SparsityMonitor", "first_layer_image"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 # Final values shown beside the hyperparameters in TensorBoard's HPARAMS tab.
+# The gap subset is kept collated in memory up to this size, else it is reloaded at each gap pass.
+_GAP_CACHE_BYTES = 64 * 1024 * 1024
+_HISTOGRAM_BINS = 64
 _HPARAM_METRICS = ("sparsity/overall", "gap/loss", "gap/acc", "bound/rademacher", "bound/generalization")
 
 
 class SparsityMonitor(Callback):
     r"""Log how sparse the net is, its generalization gap and the paper's bounds, every few epochs.
 
-    Scalars, logged with ``self.log`` at the end of each training epoch (so they reach every logger):
+    Scalars, sent to every logger of the Trainer (and into ``trainer.callback_metrics``) at the end of each training
+    epoch:
 
     - ``sparsity/overall`` and ``sparsity/<layer>``: zeros / size of the weight matrices (biases excluded),
       ``dead/<layer>``: neurons whose incoming weights are all zero, ``norm/<layer>``: the layer's
@@ -48,8 +52,10 @@ class SparsityMonitor(Callback):
     When the bounds do not apply (no projection or c = ∞, convolutions, pooling, normalization, mixed
     activations) the ``bound/*`` tags are not logged and one warning says why. Weight histograms and an
     image of the first hidden layer's first 20 neurons go to TensorBoard every ``image_every_n_epochs``.
-    At the end of training the hyperparameters (c, architecture, n) are logged with the final metrics so
-    runs over c compare in TensorBoard's HPARAMS tab.
+    At the end of training the hyperparameters (c, architecture, n, and those the module and datamodule saved)
+    are logged with the final metrics so runs over c compare in TensorBoard's HPARAMS tab. So that this is the
+    run's first hparams summary, which TensorBoard shows, the monitor turns off a TensorBoardLogger's
+    placeholder ``hp_metric`` for the duration of the fit.
 
     Args:
         log_every_n_epochs: Epochs between scalar logs.
@@ -94,6 +100,26 @@ class SparsityMonitor(Callback):
         self.last_metrics: dict[str, float] = {}
         self._data: dict[str, Any] = {}
         self._warned: set[str] = set()
+        self._placeholder_loggers: list[TensorBoardLogger] = []
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        # TensorBoard shows the first hparams summary of a run. With its default placeholder metric
+        # (hp_metric = -1) a TensorBoardLogger writes one at fit start, before c, the architecture and n are
+        # known, which would hide the summary written at the end of training; without it, the start-of-fit call
+        # writes only hparams.yaml.
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and getattr(logger, "_default_hp_metric", False):
+                logger._default_hp_metric = False
+                self._placeholder_loggers.append(logger)
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for logger in self._placeholder_loggers:
+            logger._default_hp_metric = True
+        self._placeholder_loggers = []
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -105,7 +131,7 @@ class SparsityMonitor(Callback):
         if epoch % self.log_every_n_epochs == 0 or trainer.should_stop or epoch == trainer.max_epochs:
             metrics = self.compute_metrics(trainer, pl_module)
             self.last_metrics = metrics
-            pl_module.log_dict(metrics, on_step=False, on_epoch=True)
+            self._publish(trainer, metrics)
         if self.image_every_n_epochs and (epoch % self.image_every_n_epochs == 0 or epoch == 1):
             self._log_weights(trainer, pl_module)
 
@@ -113,6 +139,7 @@ class SparsityMonitor(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         measure = measure_network(pl_module, self.activation)
         params = {
+            **_initial_hparams(trainer, pl_module),
             "c": self._configured_radius(trainer, measure),
             "architecture": measure.architecture,
             "n": self._data.get("n", -1),
@@ -130,6 +157,18 @@ class SparsityMonitor(Callback):
             else:
                 logger.log_hyperparams(params)
                 logger.log_metrics(final, step=trainer.global_step)
+
+    @staticmethod
+    def _publish(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+        """Send ``metrics`` to every logger at the current step and make them visible in ``callback_metrics``.
+
+        The values are plain floats computed once per epoch, so they go straight to the loggers: routing about
+        twenty of them through ``LightningModule.log`` cost more than computing them. They are also put into
+        ``trainer.callback_metrics`` so that ``ModelCheckpoint`` or ``EarlyStopping`` can monitor them.
+        """
+        trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
+        for logger in trainer.loggers:
+            logger.log_metrics({**metrics, "epoch": trainer.current_epoch}, step=trainer.global_step)
 
     # ---------------------------------------------------------------- metrics
 
@@ -185,7 +224,7 @@ class SparsityMonitor(Callback):
 
     @torch.no_grad()
     def _evaluate(
-        self, pl_module: pl.LightningModule, loss_fn: LossFn, loader: DataLoader
+        self, pl_module: pl.LightningModule, loss_fn: LossFn, loader: Iterable[Any]
     ) -> tuple[float, float | None]:
         was_training = pl_module.training
         pl_module.eval()
@@ -268,7 +307,18 @@ class SparsityMonitor(Callback):
         generator = torch.Generator().manual_seed(0)
         subset = torch.randperm(n, generator=generator)[: self.gap_samples].sort().values.tolist()
         gap_loader = DataLoader(Subset(dataset, subset), batch_size=max(batch_size, 256), shuffle=False)
-        return {"n": n, "input_scale": input_scale, "target_max": target_max, "loader": gap_loader}
+        # The subset is fixed, so it is collated once and kept (on CPU) when it is small: every later gap pass
+        # is then forward passes only, with no dataset indexing or collation.
+        gap_batches: list[Any] = list(gap_loader) if self._fits_in_cache(dataset, len(subset)) else gap_loader
+        return {"n": n, "input_scale": input_scale, "target_max": target_max, "loader": gap_batches}
+
+    @staticmethod
+    def _fits_in_cache(dataset: Any, samples: int) -> bool:
+        try:
+            x, _ = dataset[0]
+        except (TypeError, ValueError, IndexError, KeyError):
+            return False
+        return isinstance(x, Tensor) and x.element_size() * x.numel() * samples <= _GAP_CACHE_BYTES
 
     # ---------------------------------------------------------------- images
 
@@ -278,13 +328,12 @@ class SparsityMonitor(Callback):
         if not loggers:
             return
         layers = affine_layers(pl_module)
-        figure = _first_layer_figure(layers[0][0], layers[0][1].weight.detach().float().cpu())
+        image = first_layer_image(layers[0][1].weight)
+        histograms = {f"weights/{name}": _histogram(layer.weight) for name, layer in layers}
         for logger in loggers:
-            for name, layer in layers:
-                logger.experiment.add_histogram(
-                    f"weights/{name}", layer.weight.detach().float().cpu(), trainer.global_step
-                )
-            logger.experiment.add_figure("weights/first_hidden_layer", figure, trainer.global_step, close=False)
+            for tag, histogram in histograms.items():
+                logger.experiment.add_histogram_raw(tag, global_step=trainer.global_step, **histogram)
+            logger.experiment.add_image("weights/first_hidden_layer", image, trainer.global_step)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -300,18 +349,46 @@ class SparsityMonitor(Callback):
         self.last_metrics = dict(state_dict.get("last_metrics", {}))
 
 
-def _first_layer_figure(name: str, weight: Tensor) -> Any:
-    """The talk's figure: the first 20 neurons (columns of Ṽ_1) of the first hidden layer, zeros in white."""
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no display backend
+def _initial_hparams(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+    """The module's and the datamodule's saved hyperparameters, so one HPARAMS row shows them with c and n."""
+    params = dict(pl_module.hparams_initial)
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None:
+        params.update(datamodule.hparams_initial)
+    return params
 
-    columns = weight.reshape(weight.shape[0], -1)[:20].T.numpy()
-    scale = float(abs(columns).max()) or 1.0
-    figure = Figure(figsize=(4, 6))
-    axis = figure.subplots()
-    image = axis.imshow(columns, aspect="auto", cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
-    axis.set_xlabel("neuron")
-    axis.set_ylabel("input")
-    axis.set_title(f"{name}: first {columns.shape[1]} neurons")
-    figure.colorbar(image, ax=axis)
-    figure.tight_layout()
-    return figure
+
+def _histogram(weight: Tensor, bins: int = _HISTOGRAM_BINS) -> dict[str, Any]:
+    """The fields of a TensorBoard histogram of ``weight``, computed in torch.
+
+    Equal-width bins over [min, max] keep each event small; computing them in torch avoids a float64 numpy copy of
+    every weight matrix, which measurably slowed the training epoch after each histogram.
+    """
+    values = weight.detach().reshape(-1).float().cpu()
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    counts, edges = torch.histogram(values, bins=bins, range=(low, high))
+    return {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "num": values.numel(),
+        "sum": float(values.sum()),
+        "sum_squares": float(torch.dot(values, values)),
+        "bucket_limits": edges[1:].tolist(),
+        "bucket_counts": counts.tolist(),
+    }
+
+
+def first_layer_image(weight: Tensor, neurons: int = 20, column_width: int = 8) -> Tensor:
+    """The talk's figure as a (3, H, W) image in [0, 1]: one column per neuron of the first hidden layer.
+
+    Row i of column j is neuron j's weight on input i (its first ``neurons`` neurons), on a diverging scale: white
+    is exactly zero, red positive, blue negative, full colour at the layer's largest magnitude. Each neuron is
+    ``column_width`` pixels wide so that narrow layers stay visible.
+    """
+    columns = weight.detach().float().cpu().reshape(weight.shape[0], -1)[:neurons].T
+    scale = float(columns.abs().max()) or 1.0
+    value = (columns / scale).clamp(-1, 1).repeat_interleave(column_width, dim=1)
+    positive, negative = value.clamp(min=0), (-value).clamp(min=0)
+    return torch.stack((1 - negative, 1 - positive - negative, 1 - positive))
