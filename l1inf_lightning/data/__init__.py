@@ -11,12 +11,17 @@ from l1inf_lightning.data.synthetic import (
     neighbour_correlated_features,
     regression_coefficients,
 )
+from l1inf_lightning.data.vision import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule, VisionDataModule
 
 __all__ = [
+    "CIFAR10DataModule",
+    "FashionMNISTDataModule",
     "FoldableDataModule",
     "FoldedDataModule",
+    "MNISTDataModule",
     "SyntheticClassificationDataModule",
     "SyntheticRegressionDataModule",
+    "VisionDataModule",
     "check_fold_args",
     "classification_labels",
     "derive_seed",
