@@ -82,6 +82,15 @@ def fit_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) 
 COMMANDS: dict[str, Callable[[list[str]], Any]] = {}
 
 
+def _cv(argv: list[str]) -> Any:
+    from l1inf_lightning import sweep  # imported on use: the sweep imports this module, and matplotlib
+
+    return sweep.main(argv)
+
+
+COMMANDS["cv"] = _cv
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``l1inf-lightning`` and ``python -m l1inf_lightning``."""
     argv = list(sys.argv[1:] if args is None else args)
