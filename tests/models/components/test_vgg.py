@@ -1,9 +1,12 @@
 import math
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
+from l1inf_lightning import L1InfProjection
 from l1inf_lightning.models.components.vgg import CFGS, VGG, vgg11, vgg13, vgg16, vgg19
 
 ENTRY_POINTS = {"vgg11": vgg11, "vgg13": vgg13, "vgg16": vgg16, "vgg19": vgg19}
@@ -206,3 +209,55 @@ def test_bad_arguments_raise(kwargs, match):
     kwargs = {"cfg": [8, "M", 8, 8, "M", 8, 8], "image_size": 8, "hidden_features": 8, **kwargs}
     with pytest.raises(ValueError, match=match):
         VGG(**kwargs)
+
+
+class _ImageClassifier(pl.LightningModule):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("vgg11", {"batch_norm": True}),
+        ("vgg13", {}),
+        ("vgg16", {"kernel_sizes": [21, 21]}),  # the paper's variant
+        ("vgg19", {"batch_norm": True}),
+    ],
+)
+def test_every_conv_output_channel_is_in_the_ball_after_projected_steps(name, kwargs):
+    pl.seed_everything(0, verbose=False)
+    radius = 1.0
+    net = ENTRY_POINTS[name](in_channels=1, image_size=28, num_classes=10, **kwargs)
+    data = TensorDataset(torch.randn(12, 1, 28, 28), torch.arange(12) % 10)
+    projection = L1InfProjection(radius=radius)
+    trainer = pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        callbacks=[projection],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(_ImageClassifier(net), DataLoader(data, batch_size=4))
+
+    assert projection.num_projections == 3
+    affine = [m for m in net.modules() if isinstance(m, AFFINE)]
+    for layer in affine[:-1]:
+        # One vector per output channel / neuron: [bias_j, weight[j].flatten()].
+        rows = layer.weight.detach().double().reshape(layer.weight.shape[0], -1).abs().sum(dim=1)
+        if layer.bias is not None:
+            rows = rows + layer.bias.detach().double().abs()
+        assert float(rows.max()) <= radius * (1 + 1e-6), layer
+    assert affine[-1] is net.head  # the output layer is left free
+    head = net.head.weight.detach().double().abs().sum(dim=1) + net.head.bias.detach().double().abs()
+    assert float(head.max()) > radius
