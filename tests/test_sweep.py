@@ -292,13 +292,17 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in workers)
+    # A worker may finish (and atomically record) the run it was on before it notices, within half a second,
+    # that the sweep is gone: what counts is that every recorded run is kept and the rest are run.
+    recorded = result_files(output)
+    assert first.items() <= recorded.items()
 
     summary, printed = run_cv(args)
-    assert "1 already recorded, 3 to run" in printed
+    assert f"{len(recorded)} already recorded, {4 - len(recorded)} to run" in printed
     files = result_files(output)
     assert len(files) == 4 and summary.complete
-    ((run_id, content),) = first.items()
-    assert files[run_id] == content  # byte for byte: not redone
+    for run_id, content in recorded.items():
+        assert files[run_id] == content  # byte for byte: not redone
     results = [json.loads(content) for content in files.values()]
     assert all(result["status"] == "ok" for result in results)
     # A run that was cut off half-way started again from scratch: one TensorBoard event file per run.
