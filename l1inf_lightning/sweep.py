@@ -50,6 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from l1inf_lightning._checks import is_int
 from l1inf_lightning.functional.projection import check_radius
 
 __all__ = [
@@ -141,12 +142,12 @@ class SweepSettings:
         if duplicates:
             raise SweepError(f"Expected `--radii` to be distinct, got {', '.join(duplicates)} more than once")
         object.__setattr__(self, "radii", tuple(sorted(radii)))
-        if not _is_int(self.num_folds) or self.num_folds < 2:
+        if not is_int(self.num_folds) or self.num_folds < 2:
             raise SweepError(f"Expected `--folds` to be an integer >= 2, got {self.num_folds!r}")
         if isinstance(self.seeds, (str, bytes)) or not len(self.seeds):
             raise SweepError(f"Expected `--seeds` to list at least one seed, got {self.seeds!r}")
         for seed in self.seeds:
-            if not _is_int(seed) or not 0 <= seed <= _MAX_SEED:
+            if not is_int(seed) or not 0 <= seed <= _MAX_SEED:
                 raise SweepError(f"Expected `--seeds` to be integers in [0, {_MAX_SEED}], got {seed!r}")
         if len(set(self.seeds)) != len(self.seeds):
             raise SweepError(f"Expected `--seeds` to be distinct, got {list(self.seeds)}")
@@ -176,10 +177,6 @@ class SweepSettings:
             "seeds": list(self.seeds),
             "overrides": list(self.overrides),
         }
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _option_key(token: str) -> str | None:
@@ -932,7 +929,7 @@ def run_sweep(
     Raises:
         SweepError: On bad arguments or a config that cannot be cross-validated; before any training.
     """
-    if not _is_int(workers) or workers < 1:
+    if not is_int(workers) or workers < 1:
         raise SweepError(f"Expected `--workers` to be an integer >= 1, got {workers!r}")
     info = inspect_config(settings)
     metric, mode = _metric_and_mode(metric, mode, info["task"])

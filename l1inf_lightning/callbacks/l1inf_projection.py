@@ -15,7 +15,8 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from l1inf_lightning.functional import check_radius, is_affine, load_neuron_vectors_, neuron_vectors, project_l1_ball_
+from l1inf_lightning.functional import check_radius, load_neuron_vectors_, neuron_vectors, project_l1_ball_
+from l1inf_lightning.functional.network import affine_layers
 
 __all__ = ["L1InfProjection"]
 
@@ -99,7 +100,7 @@ class L1InfProjection(Callback):
             ValueError: When the module has no Linear/Conv layer, or a pattern matches none of its layers
                 (the message lists the layer names).
         """
-        affine = [(name, module) for name, module in pl_module.named_modules() if is_affine(module)]
+        affine = affine_layers(pl_module)
         if not affine:
             raise ValueError(
                 f"`{type(self).__name__}` found no nn.Linear or nn.Conv1d/2d/3d layer in "

@@ -15,9 +15,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from typing_extensions import override
 
+from l1inf_lightning._checks import check_int
 from l1inf_lightning.callbacks.l1inf_projection import L1InfProjection
 from l1inf_lightning.functional import bounds
 from l1inf_lightning.functional.network import NetworkMeasure, affine_layers, measure_network
+from l1inf_lightning.functional.norms import l1inf_norm
 
 __all__ = ["SparsityMonitor", "first_layer_image"]
 
@@ -80,13 +82,9 @@ class SparsityMonitor(Callback):
         delta: float = 0.05,
         activation: str | None = None,
     ) -> None:
-        for name, value, low in (
-            ("log_every_n_epochs", log_every_n_epochs, 1),
-            ("image_every_n_epochs", image_every_n_epochs, 0),
-            ("gap_samples", gap_samples, 0),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"Expected `{name}` to be an integer >= {low}, got {value!r}")
+        check_int("log_every_n_epochs", log_every_n_epochs, minimum=1)
+        check_int("image_every_n_epochs", image_every_n_epochs)
+        check_int("gap_samples", gap_samples)
         if not 0 < delta < 1:
             raise ValueError(f"Expected `delta` to be in (0, 1), got {delta!r}")
         self.log_every_n_epochs = log_every_n_epochs
@@ -191,10 +189,7 @@ class SparsityMonitor(Callback):
             zeros, total = zeros + layer_zeros, total + weight.numel()
             metrics[f"sparsity/{name}"] = layer_zeros / weight.numel()
             metrics[f"dead/{name}"] = float(is_zero.all(dim=1).sum())
-            norms = weight.reshape(weight.shape[0], -1).abs().sum(dim=1, dtype=torch.float64)
-            if layer.bias is not None:
-                norms = norms + layer.bias.detach().abs().double()
-            metrics[f"norm/{name}"] = float(norms.max())
+            metrics[f"norm/{name}"] = float(l1inf_norm(layer))
         metrics["sparsity/overall"] = zeros / total
         return metrics
 

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.parsing import AttributeDict
 from torch.utils.data import DataLoader, Dataset, Subset
 from typing_extensions import override
 
+from l1inf_lightning._checks import check_int
 from l1inf_lightning.data.folds import check_fold_args, fold_indices
 
 __all__ = ["FoldableDataModule", "FoldedDataModule", "derive_seed"]
@@ -47,11 +48,6 @@ def derive_seed(seed: int, stream: int) -> int:
     """
     state = np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]
     return int(state) & (2**63 - 1)
-
-
-def _check_non_negative_int(name: str, value: object, minimum: int = 0) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}, got {value!r}")
 
 
 class FoldableDataModule(LightningDataModule, ABC):
@@ -85,9 +81,9 @@ class FoldableDataModule(LightningDataModule, ABC):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        _check_non_negative_int("batch_size", batch_size, minimum=1)
-        _check_non_negative_int("num_workers", num_workers)
-        _check_non_negative_int("seed", seed)
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("num_workers", num_workers)
+        check_int("seed", seed)
         check_fold_args(num_folds, fold_index, fold_seed)
         self.batch_size = batch_size
         self.num_folds = num_folds

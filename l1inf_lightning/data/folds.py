@@ -12,14 +12,12 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from l1inf_lightning._checks import is_int
+
 __all__ = ["check_fold_args", "fold_indices"]
 
 # numpy's legacy RandomState, which scikit-learn seeds from `random_state`, accepts 0 <= seed < 2**32.
 _MAX_SEED = 2**32 - 1
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def check_fold_args(num_folds: int | None, fold_index: int, fold_seed: int) -> None:
@@ -40,9 +38,9 @@ def check_fold_args(num_folds: int | None, fold_index: int, fold_seed: int) -> N
         >>> check_fold_args(num_folds=10, fold_index=3, fold_seed=0)
         >>> check_fold_args(num_folds=None, fold_index=0, fold_seed=0)
     """
-    if not _is_int(fold_seed) or not 0 <= fold_seed <= _MAX_SEED:
+    if not is_int(fold_seed) or not 0 <= fold_seed <= _MAX_SEED:
         raise ValueError(f"Expected `fold_seed` to be an integer in [0, {_MAX_SEED}], got {fold_seed!r}")
-    if not _is_int(fold_index):
+    if not is_int(fold_index):
         raise ValueError(f"Expected `fold_index` to be an integer, got {fold_index!r}")
     if num_folds is None:
         if fold_index != 0:
@@ -51,7 +49,7 @@ def check_fold_args(num_folds: int | None, fold_index: int, fold_seed: int) -> N
                 "set `num_folds` to cross-validate"
             )
         return
-    if not _is_int(num_folds) or num_folds < 2:
+    if not is_int(num_folds) or num_folds < 2:
         raise ValueError(f"Expected `num_folds` to be None or an integer >= 2, got {num_folds!r}")
     if not 0 <= fold_index < num_folds:
         raise ValueError(
@@ -106,7 +104,7 @@ def fold_indices(
     if num_folds is None:
         raise ValueError("Expected `num_folds` to be an integer >= 2, got None")
     check_fold_args(num_folds, fold_index, seed)
-    if not _is_int(num_samples) or num_samples < 0:
+    if not is_int(num_samples) or num_samples < 0:
         raise ValueError(f"Expected `num_samples` to be a non-negative integer, got {num_samples!r}")
     if num_folds > num_samples:
         raise ValueError(

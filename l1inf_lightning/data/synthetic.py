@@ -18,7 +18,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 from typing_extensions import override
 
-from l1inf_lightning.data.base import FoldableDataModule, _check_non_negative_int, derive_seed
+from l1inf_lightning._checks import check_int
+from l1inf_lightning.data.base import FoldableDataModule, derive_seed
 
 __all__ = [
     "SyntheticClassificationDataModule",
@@ -76,8 +77,8 @@ def regression_coefficients(
         (torch.Size([1000]), 100)
     """
     _check_generator(generator)
-    _check_non_negative_int("num_features", num_features, minimum=1)
-    _check_non_negative_int("num_informative", num_informative)
+    check_int("num_features", num_features, minimum=1)
+    check_int("num_informative", num_informative)
     if num_informative > num_features:
         raise ValueError(
             f"Expected `num_informative` to be at most `num_features` ({num_features}), got {num_informative}"
@@ -148,8 +149,8 @@ def make_regression_data(
         (torch.Size([8, 1000]), torch.Size([8, 1]), torch.Size([1000]), torch.float32, torch.float32)
     """
     _check_generator(generator)
-    _check_non_negative_int("num_samples", num_samples)
-    _check_non_negative_int("num_features", num_features, minimum=1)
+    check_int("num_samples", num_samples)
+    check_int("num_features", num_features, minimum=1)
     if beta is None:
         beta = regression_coefficients(num_features, num_informative, generator=generator)
     elif beta.shape != (num_features,):
@@ -227,8 +228,8 @@ def make_classification_data(
         (torch.Size([8, 500]), torch.Size([8]), torch.float32, torch.int64)
     """
     _check_generator(generator)
-    _check_non_negative_int("num_samples", num_samples)
-    _check_non_negative_int("num_features", num_features, minimum=4)
+    check_int("num_samples", num_samples)
+    check_int("num_features", num_features, minimum=4)
     if zeta_mode not in _ZETA_MODES:
         raise ValueError(f"Expected `zeta_mode` to be one of {_ZETA_MODES}, got {zeta_mode!r}")
     if zeta is not None and zeta_mode != "per_dataset":
@@ -278,9 +279,9 @@ class _SyntheticDataModule(FoldableDataModule):
             num_workers=num_workers,
             seed=seed,
         )
-        _check_non_negative_int("num_train", num_train, minimum=1)
-        _check_non_negative_int("num_test", num_test, minimum=1)
-        _check_non_negative_int("num_val", num_val)
+        check_int("num_train", num_train, minimum=1)
+        check_int("num_test", num_test, minimum=1)
+        check_int("num_val", num_val)
         self._check_num_folds_fit(num_train)
         self.num_train = num_train
         self.num_test = num_test
@@ -434,7 +435,7 @@ class SyntheticClassificationDataModule(_SyntheticDataModule):
             fold_seed=fold_seed,
             num_workers=num_workers,
         )
-        _check_non_negative_int("num_features", num_features, minimum=4)
+        check_int("num_features", num_features, minimum=4)
         if zeta_mode not in _ZETA_MODES:
             raise ValueError(f"Expected `zeta_mode` to be one of {_ZETA_MODES}, got {zeta_mode!r}")
         self.save_hyperparameters()

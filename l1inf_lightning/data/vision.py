@@ -20,7 +20,8 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets, transforms
 from typing_extensions import override
 
-from l1inf_lightning.data.base import FoldableDataModule, _check_non_negative_int, derive_seed
+from l1inf_lightning._checks import check_int
+from l1inf_lightning.data.base import FoldableDataModule, derive_seed
 
 __all__ = ["CIFAR10DataModule", "FashionMNISTDataModule", "MNISTDataModule", "VisionDataModule"]
 
@@ -97,7 +98,7 @@ class VisionDataModule(FoldableDataModule):
             num_workers=num_workers,
             seed=seed,
         )
-        _check_non_negative_int("val_size", val_size)
+        check_int("val_size", val_size)
         self.save_hyperparameters()
         self.data_dir = str(data_dir)
         self.download = download

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from numbers import Integral, Real
+from numbers import Real
+
+from l1inf_lightning._checks import check_int
 
 __all__ = [
     "asymptotic_depth_factor",
@@ -86,12 +88,6 @@ def _check_non_negative(value: object, name: str) -> float:
     if real is None or real < 0:
         raise ValueError(f"Expected `{name}` to be a non-negative number, got {value!r}")
     return real
-
-
-def _check_integer(value: object, name: str, minimum: int) -> int:
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_probability(value: object, name: str) -> float:
@@ -210,9 +206,9 @@ def complexity_term(c: float, k: int, gamma: float, m1: int) -> float:
         9.5122
     """
     c = _check_radius(c)
-    k = _check_integer(k, "k", 0)
+    k = check_int("k", k, 0)
     gamma = _check_positive_finite(gamma, "gamma")
-    m1 = _check_integer(m1, "m1", 1)
+    m1 = check_int("m1", m1, 1)
     gamma_c = gamma * c
     deepest = _power(gamma_c, k)
     # Theorem 5's slide writes this sum as \sum_{k=0}^{k}; the index is ell, from 0 to k, as in Theorem 1.
@@ -248,7 +244,7 @@ def rademacher_bound(c: float, k: int, o: float, gamma: float, n: int, m1: int) 
         1.9024
     """
     o = _check_non_negative(o, "o")
-    n = _check_integer(n, "n", 1)
+    n = check_int("n", n, 1)
     return _product(o, complexity_term(c, k, gamma, m1)) / math.sqrt(n)
 
 
@@ -278,7 +274,7 @@ def output_sup_bound(o_max: float, c: float, k: int, gamma: float) -> float:
     """
     o_max = _check_non_negative(o_max, "o_max")
     c = _check_radius(c)
-    k = _check_integer(k, "k", 0)
+    k = check_int("k", k, 0)
     gamma = _check_positive_finite(gamma, "gamma")
     return _product(o_max, max(1.0, _power(gamma * c, k)))
 
@@ -322,7 +318,7 @@ def generalization_bound_fixed_output(
     a0 = _check_non_negative(a0, "a0")
     rho = _check_non_negative(rho, "rho")
     o = _check_non_negative(o, "o")
-    n = _check_integer(n, "n", 1)
+    n = check_int("n", n, 1)
     delta = _check_probability(delta, "delta")
     complexity = complexity_term(c, k, gamma, m1)
     return _confidence_term(a0, n, delta) + _product(2.0, o, rho, complexity) / math.sqrt(n)
@@ -367,7 +363,7 @@ def mse_generalization_bound(
         3.8644
     """
     c = _check_radius(c)
-    n = _check_integer(n, "n", 1)
+    n = check_int("n", n, 1)
     delta = _check_probability(delta, "delta")
     b0 = _check_non_negative(b0, "b0")
     output_l1 = _check_non_negative(output_l1, "output_l1")
@@ -422,10 +418,10 @@ def mae_generalization_bound(
         2.8997
     """
     c = _check_radius(c)
-    k = _check_integer(k, "k", 0)
+    k = check_int("k", k, 0)
     gamma = _check_positive_finite(gamma, "gamma")
-    n = _check_integer(n, "n", 1)
-    m1 = _check_integer(m1, "m1", 1)
+    n = check_int("n", n, 1)
+    m1 = check_int("m1", m1, 1)
     delta = _check_probability(delta, "delta")
     b0 = _check_non_negative(b0, "b0")
     output_l1 = _check_non_negative(output_l1, "output_l1")
@@ -484,7 +480,7 @@ def classification_generalization_bound_fixed_output(
     a0 = _check_non_negative(a0, "a0")
     rho = _check_non_negative(rho, "rho")
     o_sum = math.fsum(_check_non_negative_sequence(o, "o", min_length=2))
-    n = _check_integer(n, "n", 1)
+    n = check_int("n", n, 1)
     delta = _check_probability(delta, "delta")
     complexity = complexity_term(c, k, gamma, m1)
     return _confidence_term(a0, n, delta) + _product(2 * math.sqrt(2), rho, o_sum, complexity) / math.sqrt(n)
@@ -545,8 +541,8 @@ def cross_entropy_generalization_bound(
         4.3862
     """
     c = _check_radius(c)
-    n = _check_integer(n, "n", 1)
-    m2 = _check_integer(m2, "m2", 2)
+    n = check_int("n", n, 1)
+    m2 = check_int("m2", m2, 2)
     delta = _check_probability(delta, "delta")
     output_l1inf = _check_non_negative(output_l1inf, "output_l1inf")
     output_l11 = _check_non_negative(output_l11, "output_l11")
@@ -634,7 +630,7 @@ def asymptotic_depth_factor(c: float, k: int, gamma: float) -> float:
         >>> round(asymptotic_depth_factor(c=0.5, k=4, gamma=1.0), 4)
         3.875
     """
-    k = _check_integer(k, "k", 0)
+    k = check_int("k", k, 0)
     regime = depth_regime(c, gamma)
     if regime == "critical":
         return float(k) ** 1.5

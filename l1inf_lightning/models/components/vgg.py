@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from l1inf_lightning._checks import is_int
+
 __all__ = ["CFGS", "VGG", "vgg11", "vgg13", "vgg16", "vgg19"]
 
 #: Layer lists of the standard VGG configurations (Simonyan & Zisserman 2015, configs A, B, D, E):
@@ -35,13 +37,8 @@ _POOL = "M"
 _DEFAULT_KERNEL_SIZE = 3
 
 
-def _is_int(value: Any) -> bool:
-    # bool is a subclass of int, but `True` as a channel count or kernel size is a mistake.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_positive_int(name: str, value: Any) -> None:
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"Expected `{name}` to be a positive integer, got {value!r}")
 
 
@@ -59,12 +56,12 @@ def _resolve_cfg(cfg: Sequence[int | str] | str) -> list[int | str]:
         )
     layers = list(cfg)
     for item in layers:
-        if item != _POOL and not (_is_int(item) and item >= 1):
+        if item != _POOL and not (is_int(item) and item >= 1):
             raise ValueError(
                 f"Expected every entry of `cfg` to be a positive integer (conv output channels) or {_POOL!r} "
                 f"(max-pool), got {item!r} in {layers!r}"
             )
-    if not any(_is_int(item) for item in layers):
+    if not any(is_int(item) for item in layers):
         raise ValueError(f"Expected `cfg` to contain at least one conv (a positive integer), got {layers!r}")
     return layers
 
@@ -89,12 +86,12 @@ def _resolve_kernel_sizes(kernel_sizes: Sequence[int] | Mapping[int, int] | None
             f"got {kernel_sizes!r}"
         )
     for index, size in overrides.items():
-        if not _is_int(index) or not 0 <= index < num_convs:
+        if not is_int(index) or not 0 <= index < num_convs:
             raise ValueError(
                 f"Expected the conv indices in `kernel_sizes` to lie in [0, {num_convs - 1}], got {index!r}"
             )
         # Symmetric padding k // 2 keeps the size only for odd k; an even k would grow it by one.
-        if not _is_int(size) or size < 1 or size % 2 == 0:
+        if not is_int(size) or size < 1 or size % 2 == 0:
             raise ValueError(
                 f"Expected `kernel_sizes` to hold positive odd integers (1, 3, 5, ...) so that 'same' padding "
                 f"keeps the spatial size, got {size!r} for conv {index}"
