@@ -7,6 +7,7 @@ sort-based projection of Duchi et al. (ICML 2008), applied to every row of a mat
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor, nn
@@ -19,16 +20,18 @@ __all__ = ["check_radius", "project_l1_ball", "project_l1_ball_", "project_modul
 def check_radius(radius: object, name: str = "radius") -> float:
     """Return ``radius`` as a float if it is a positive number or inf, else raise.
 
-    Strings are accepted when they spell a number (``"inf"``, ``"0.5"``) since YAML and the command line
-    deliver them that way.
+    Any real number is accepted (``int``, ``float``, numpy scalars, one-element tensors), except ``bool``. Strings
+    are accepted when they spell a number (``"inf"``, ``"0.5"``) since YAML and the command line deliver them
+    that way.
 
-    >>> check_radius("inf")
-    inf
+    >>> import numpy as np
+    >>> check_radius("inf"), check_radius(np.float32(0.5))
+    (inf, 0.5)
     """
     value: float | None = None
     if isinstance(radius, bool):
         value = None
-    elif isinstance(radius, (int, float)):
+    elif isinstance(radius, numbers.Real):  # int, float, numpy scalars, Fraction
         value = float(radius)
     elif isinstance(radius, str):
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -424,13 +425,25 @@ def test_infinite_radius_returns_equal_values(radius: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("radius", "expected"), [(0.5, 0.5), (3, 3.0), ("0.25", 0.25), ("1e-3", 1e-3), (torch.tensor(2.0), 2.0)]
+    ("radius", "expected"),
+    [
+        (0.5, 0.5),
+        (3, 3.0),
+        ("0.25", 0.25),
+        ("1e-3", 1e-3),
+        (torch.tensor(2.0), 2.0),
+        (np.float64(0.1), 0.1),
+        (np.float32(0.5), 0.5),
+        (np.int64(2), 2.0),
+        (Fraction(1, 4), 0.25),
+    ],
 )
 def test_check_radius_accepts_positive_numbers(radius: object, expected: float) -> None:
     assert check_radius(radius) == expected
 
 
-BAD_RADII = [0, 0.0, -1.0, -math.inf, math.nan, "abc", "", "nan", None, True, [1.0], torch.tensor(-1.0)]
+BAD_RADII = [0, 0.0, -1.0, -math.inf, math.nan, "abc", "", "nan", None, True, np.bool_(True), [1.0]]
+BAD_RADII += [torch.tensor(-1.0), np.float64(-0.5), np.float32("nan"), 1j]
 
 
 @pytest.mark.parametrize("radius", BAD_RADII, ids=repr)
