@@ -16,13 +16,12 @@ import math
 import platform
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import torch
 import yaml
+from _fit import fit_quietly  # benchmarks/_fit.py: the script's own directory is on sys.path
 
-from l1inf_lightning.cli import fit_cli
 from l1inf_lightning.functional import is_affine, l1inf_norm, sparsity_rate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,33 +30,10 @@ CONFIG = ROOT / "configs" / "mnist_mlp.yaml"
 
 def train_and_test(config: Path, radius: float, epochs: int, accelerator: str, data_dir: str, root: Path) -> dict:
     """One fit of ``config`` with radius ``radius``, then a test; returns the figures of one table row."""
-    args = [
-        "fit",
-        "--config",
-        str(config),
-        "--projection.radius",
-        str(radius),
-        "--trainer.max_epochs",
-        str(epochs),
-        "--trainer.accelerator",
-        accelerator,
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_checkpointing",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
-        "--data.init_args.data_dir",
-        data_dir,
-        "--test_after_fit",
-        "false",
-    ]
+    overrides = ["--trainer.max_epochs", str(epochs), "--trainer.accelerator", accelerator]
+    overrides += ["--data.init_args.data_dir", data_dir]
     start = time.perf_counter()
-    cli = fit_cli(args)
+    cli = fit_quietly(config, radius, root, overrides)
     train_seconds = time.perf_counter() - start
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     net = cli.model.net
@@ -83,8 +59,6 @@ def main() -> None:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     args = parser.parse_args()
-    # fit_cli is given its arguments; LightningCLI would otherwise warn that this script's own argv is ignored.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
     config = yaml.safe_load(args.config.read_text())
     radius = args.radius if args.radius is not None else float(config["projection"]["radius"])
