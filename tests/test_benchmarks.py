@@ -1,0 +1,67 @@
+"""The benchmark scripts run, and the rescaling argument behind ``benchmarks/rescaled_radius.py`` holds."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from l1inf_lightning.functional import neuron_l1_norms
+from l1inf_lightning.models import MLP
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def rescaled_radius(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = importlib.import_module("rescaled_radius")
+    yield module
+    sys.modules.pop("rescaled_radius", None)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.1, 0.01])
+def test_rescaling_keeps_the_function_and_shrinks_every_hidden_neuron(rescaled_radius, scale: float) -> None:
+    torch.manual_seed(0)
+    net = MLP(12, [9, 7, 5], 3, activation="relu").double()
+    x = torch.randn(64, 12, dtype=torch.float64)
+    before = net(x)
+    hidden_norms = [neuron_l1_norms(layer) for layer in net.layers if isinstance(layer, torch.nn.Linear)][:-1]
+
+    rescaled_radius.rescale_hidden_layers_(net, scale)
+
+    torch.testing.assert_close(net(x), before, rtol=1e-9, atol=1e-9)
+    linears = [layer for layer in net.layers if isinstance(layer, torch.nn.Linear)]
+    for depth, (layer, norms) in enumerate(zip(linears[:-1], hidden_norms, strict=True), start=1):
+        # |s w| + |s^l b| <= s (|w| + |b|) for s <= 1, with equality for the first layer.
+        assert torch.all(neuron_l1_norms(layer) <= scale * norms * (1 + 1e-12))
+        if depth == 1:
+            torch.testing.assert_close(neuron_l1_norms(layer), scale * norms)
+
+
+def test_rescaling_needs_a_hidden_layer(rescaled_radius) -> None:
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        rescaled_radius.rescale_hidden_layers_(torch.nn.Linear(3, 2), 0.5)
+
+
+def test_rescaled_radius_script(rescaled_radius, capsys: pytest.CaptureFixture[str]) -> None:
+    large, small, rescaled = rescaled_radius.main(["--epochs", "2", "--large", "1", "--small", "0.1"])
+    out = capsys.readouterr().out
+    assert "c=1 net rescaled" in out and "max o_j" in out
+    assert (large["radius"], small["radius"], rescaled["radius"]) == (1.0, 0.1, 0.1)
+    assert large["max_hidden_norm"] <= 1.0 * (1 + 1e-6)
+    assert small["max_hidden_norm"] <= 0.1 * (1 + 1e-6)
+    # The rescaled net is in the small ball and is the same function as the large one.
+    assert rescaled["max_hidden_norm"] <= 0.1 * (1 + 1e-6)
+    assert rescaled["acc"] == large["acc"]
+    assert rescaled["loss"] == pytest.approx(large["loss"], rel=1e-4)
+    assert rescaled["sparsity"] == large["sparsity"]
+    assert rescaled["output_norm"] > large["output_norm"] * 100
+
+
+def test_rescaled_radius_refuses_bad_radii(rescaled_radius) -> None:
+    with pytest.raises(SystemExit):
+        rescaled_radius.main(["--large", "0.1", "--small", "1"])
