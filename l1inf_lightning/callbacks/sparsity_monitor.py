@@ -99,6 +99,7 @@ class SparsityMonitor(Callback):
         self._data: dict[str, Any] = {}
         self._warned: set[str] = set()
         self._placeholder_loggers: list[TensorBoardLogger] = []
+        self._single_class: tuple[int, int] | None = None
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -136,6 +137,15 @@ class SparsityMonitor(Callback):
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         measure = measure_network(pl_module, self.activation)
+        if self._single_class is not None:
+            self._warn_once(
+                "collapsed",
+                f"`SparsityMonitor`: at the end of training the net predicts class {self._single_class[0]} for all "
+                f"{self._single_class[1]} training samples of the gap pass, which hold several classes: it has not "
+                "learned, so its sparsity and gap say little about c. A small c is a training problem, not a limit of "
+                "the class: the same function in a ball s times smaller needs an output layer s**-k times larger. "
+                "Another optimizer, a larger learning rate, more epochs or a larger c may train it.",
+            )
         params = {
             **_initial_hparams(trainer, pl_module),
             "c": self._configured_radius(trainer, measure),
@@ -224,6 +234,8 @@ class SparsityMonitor(Callback):
         was_training = pl_module.training
         pl_module.eval()
         loss_sum, correct, count, classification = 0.0, 0, 0, True
+        predicted: set[int] = set()
+        targets: set[int] = set()
         try:
             for x, y in loader:
                 x, y = x.to(pl_module.device), y.to(pl_module.device)
@@ -234,9 +246,15 @@ class SparsityMonitor(Callback):
                     classification and output.ndim == 2 and output.shape[1] > 1 and not y.is_floating_point()
                 )
                 if classification:
-                    correct += int((output.argmax(dim=1) == y).sum())
+                    prediction = output.argmax(dim=1)
+                    correct += int((prediction == y).sum())
+                    predicted.update(prediction.unique().tolist())
+                    targets.update(y.unique().tolist())
         finally:
             pl_module.train(was_training)
+        # A classifier that predicts one class for the whole subset has collapsed: (that class, samples), else None.
+        collapsed = classification and len(predicted) == 1 and len(targets) > 1
+        self._single_class = (predicted.pop(), count) if collapsed else None
         return loss_sum / count, (correct / count if classification else None)
 
     def _bound_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:

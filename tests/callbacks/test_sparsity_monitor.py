@@ -24,6 +24,12 @@ from l1inf_lightning.models import MLP, SupervisedModule
 PAPER_HIDDEN = [100, 50, 20]
 RADIUS = 1.0
 BOUND_TAGS = ("bound/rademacher", "bound/generalization", "bound/output_sup")
+COLLAPSE_WARNING = (
+    "`SparsityMonitor`: at the end of training the net predicts class {cls} for all {n} training samples of the gap "
+    "pass, which hold several classes: it has not learned, so its sparsity and gap say little about c. A small c is a "
+    "training problem, not a limit of the class: the same function in a ball s times smaller needs an output layer "
+    "s**-k times larger. Another optimizer, a larger learning rate, more epochs or a larger c may train it."
+)
 
 
 def small_classification_data(**kwargs) -> SyntheticClassificationDataModule:
@@ -308,26 +314,28 @@ def test_gap_is_validation_minus_eval_mode_training_loss_on_the_final_weights():
 
 
 def test_sparsity_rises_as_c_falls_and_c_inf_reports_no_bound():
+    # 10 epochs on 100 samples: c >= 1 learn (no collapse warning); c = 0.1 predicts one class, and the monitor
+    # says so. Sparsity rises as c falls across both regimes here.
     results = {}
-    for c in (0.1, 1.0, math.inf):
+    for c in (0.1, 1.0, 3.0, math.inf):
         pl.seed_everything(0)
         model = SupervisedModule(MLP(500, PAPER_HIDDEN, 2))
         monitor = SparsityMonitor(image_every_n_epochs=0)
         callbacks = [L1InfProjection(radius=c), monitor]
         if math.isinf(c):
             with pytest.warns(UserWarning, match="c = inf") as record:
-                trainer = fit(model, small_classification_data(), callbacks, max_epochs=3)
-            mine = [w for w in record if str(w.message).startswith("`SparsityMonitor`")]
-            assert len(mine) == 1  # said once, not once per epoch
+                trainer = fit(model, small_classification_data(), callbacks, max_epochs=10)
+            mine = [str(w.message) for w in record if str(w.message).startswith("`SparsityMonitor`")]
+            assert len(mine) == 1 and "c = inf" in mine[0]  # said once, not once per epoch
         else:
-            trainer, mine = fit_recording_warnings(model, small_classification_data(), callbacks, max_epochs=3)
-            assert mine == []
+            trainer, mine = fit_recording_warnings(model, small_classification_data(), callbacks, max_epochs=10)
+            assert mine == ([COLLAPSE_WARNING.format(cls=0, n=100)] if c == 0.1 else []), c
         metrics = trainer.callback_metrics
         results[c] = (float(metrics["sparsity/overall"]), float(metrics["gap/loss"]))
         has_bounds = [tag in metrics for tag in BOUND_TAGS]
         assert has_bounds == [not math.isinf(c)] * 3, c
         print(f"c={c:<4}  sparsity/overall={results[c][0]:.4f}  gap/loss={results[c][1]:+.4f}")
-    assert results[0.1][0] > results[1.0][0] > results[math.inf][0]
+    assert results[0.1][0] > results[1.0][0] > results[3.0][0] > results[math.inf][0] == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -430,11 +438,53 @@ def test_without_a_loss_method_the_warning_asks_for_loss_fn():
 def test_loss_fn_and_val_loss_key_make_the_gap_work_for_any_module():
     model = BareModule("valid_loss")
     monitor = SparsityMonitor(image_every_n_epochs=0, val_loss_key="valid_loss", loss_fn=F.cross_entropy)
-    trainer, mine = fit_recording_warnings(model, bare_data(), [L1InfProjection(), monitor])
+    trainer, mine = fit_recording_warnings(model, bare_data(), [L1InfProjection(), monitor], max_epochs=10)
     assert mine == []
     # Train and validation sets are the same data here, so the eval-mode gap is zero.
     assert float(trainer.callback_metrics["gap/loss"]) == pytest.approx(0.0, abs=1e-6)
     assert "bound/generalization" in trainer.callback_metrics
+
+
+class ConstantClassifier(BareModule):
+    """Logits that do not depend on the input: ``bias`` for every sample, and nothing to learn."""
+
+    def __init__(self, bias: list[float]) -> None:
+        super().__init__("val/loss")
+        self.bias = nn.Parameter(torch.tensor(bias), requires_grad=False)
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.bias.expand(len(x), -1) + 0 * self.dummy + 0 * self.net(x)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([self.dummy], lr=0.0)
+
+
+@pytest.mark.parametrize(("bias", "cls"), [([0.0, 1.0], 1), ([2.0, -1.0], 0)])
+def test_a_net_that_predicts_one_class_for_every_sample_is_reported_once(bias, cls):
+    monitor = SparsityMonitor(image_every_n_epochs=0, loss_fn=F.cross_entropy)
+    _, mine = fit_recording_warnings(ConstantClassifier(bias), bare_data(), [monitor], max_epochs=3)
+    assert [m for m in mine if "predicts class" in m] == [COLLAPSE_WARNING.format(cls=cls, n=40)]  # once, at the end
+
+
+def test_no_collapse_warning_when_the_training_data_hold_one_class():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 8, generator=generator)
+    one_class = DataLoader(TensorDataset(x, torch.zeros(40, dtype=torch.long)), batch_size=10)
+    monitor = SparsityMonitor(image_every_n_epochs=0, loss_fn=F.cross_entropy)
+    trainer, mine = fit_recording_warnings(ConstantClassifier([1.0, 0.0]), (one_class, one_class), [monitor])
+    assert [m for m in mine if "predicts class" in m] == []
+    assert "gap/loss" in trainer.callback_metrics
+
+
+def test_no_collapse_warning_when_the_net_predicts_both_classes():
+    # The last epoch decides: a net that predicts both classes at the end is not reported.
+    monitor = SparsityMonitor(image_every_n_epochs=0, loss_fn=F.cross_entropy)
+    model = BareModule("val/loss")
+    _, mine = fit_recording_warnings(model, bare_data(), [monitor], max_epochs=10)
+    x = torch.cat([batch[0] for batch in bare_data()[0]])
+    assert model(x).argmax(dim=1).unique().numel() == 2
+    assert [m for m in mine if "predicts class" in m] == []
 
 
 # ---------------------------------------------------------------------------------------------------------------------
