@@ -51,7 +51,9 @@ def rescale_hidden_layers_(net: nn.Module, scale: float) -> nn.Module:
     return net
 
 
-def _row(name: str, radius: float, cli, results: dict) -> dict:
+def _row(name: str, radius: float, cli) -> dict:
+    """Test ``cli``'s model and return one table row."""
+    results = cli.trainer.test(cli.model, cli.datamodule, verbose=False)[0]
     net = cli.model.net
     measure = measure_network(net)
     return {
@@ -78,16 +80,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not 0 < args.small <= args.large < math.inf:
         parser.error(f"expected 0 < --small <= --large < inf, got {args.small} and {args.large}")
 
-    rows = []
     with tempfile.TemporaryDirectory() as root:
-        for name, radius in (("trained", args.large), ("trained", args.small)):
-            cli = fit_quietly(args.config, radius, root, overrides)
-            rows.append(_row(name, radius, cli, cli.trainer.test(cli.model, cli.datamodule, verbose=False)[0]))
-            if radius == args.large:
-                large = cli
+        large = fit_quietly(args.config, args.large, root, overrides)
+        rows = [_row("trained", args.large, large)]
+        small = fit_quietly(args.config, args.small, root, overrides)
+        rows.append(_row("trained", args.small, small))
         rescale_hidden_layers_(large.model.net, args.small / args.large)
-        results = large.trainer.test(large.model, large.datamodule, verbose=False)[0]
-        rows.append(_row(f"c={args.large:g} net rescaled", args.small, large, results))
+        rows.append(_row(f"c={args.large:g} net rescaled", args.small, large))
 
     print()
     print(f"{args.config.name}, {args.epochs} epochs, same seed and data for both fits")
