@@ -61,7 +61,8 @@ def test_radius_inf_from_the_command_line_is_the_unconstrained_baseline(tmp_path
 def test_config_without_projection_section_defaults_to_no_constraint(tmp_path):
     config = tmp_path / "plain.yaml"
     lines = SYNTHETIC["classification"].read_text().splitlines()
-    text = "\n".join(line for line in lines if not line.startswith(("projection:", "  radius:")))
+    projection_keys = ("projection:", "  radius:", "  mode:", "  anneal:")
+    text = "\n".join(line for line in lines if not line.startswith(projection_keys))
     assert "projection:" not in text
     config.write_text(text)
     cli = fit_cli(["--config", str(config), *shrink(tmp_path)], run=False)

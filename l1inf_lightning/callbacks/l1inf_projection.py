@@ -3,24 +3,31 @@ r"""Keep chosen layers inside the :math:`L_{1,\infty}` ball after every optimize
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import math
+import operator
+import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from l1inf_lightning.functional import check_radius, load_neuron_vectors_, neuron_vectors, project_l1_ball_
 from l1inf_lightning.functional.network import affine_layers
+from l1inf_lightning.functional.schedule import annealed_radius
+from l1inf_lightning.models.components.scaled_linear import ScaledLinear
 
 __all__ = ["L1InfProjection"]
 
 Radius = float | str | Mapping[str, float | str]
+Mode = Literal["exact", "radius_aware"]
+MODES = ("exact", "radius_aware")
 
 
 class L1InfProjection(Callback):
@@ -41,6 +48,29 @@ class L1InfProjection(Callback):
     optimization with several optimizers (projecting the layers that optimizer owns), and not at all for a
     step the AMP grad scaler skipped.
 
+    **Modes.** ``"exact"`` (the default) is Algorithm 1 as the paper writes it: projected steps, nothing else. At a
+    small c it tends to collapse to the majority class: every hidden signal shrinks like :math:`c^k` while the
+    optimizer moves each weight by about its learning rate, far more than a small ball holds. ``"radius_aware"``
+    trains there by running the optimizer on the normalized weights :math:`W_\ell / c_\ell` instead of
+    :math:`W_\ell`, at the learning rate one would use for c = 1:
+
+    - before each step a projected layer's weight gradient is multiplied by :math:`c_\ell`, and after it the
+      weight's update is multiplied by :math:`c_\ell` (the step of the normalized weights, in the units of the
+      ball; for Adam this is ``lr × c``, for SGD ``lr × c²``). A bias is added to signals of size
+      :math:`\prod_{i \le \ell} c_i`, so its gradient and update are scaled by that product;
+    - every :class:`~l1inf_lightning.models.components.ScaledLinear` of the module (the output layer; ``MLP``
+      uses one) multiplies its output by :math:`\prod_\ell c_\ell^{-1}` (:math:`c^{-k}`), the factor a ReLU net
+      in a ball c times smaller needs to compute the same function. Its effective weights, scale included, are
+      what the bounds use;
+    - the radius is annealed geometrically from ``start_radius`` to c over the first ``anneal`` fraction of the
+      training steps, :math:`c(t) = c_0 (c / c_0)^{\min(1, t / T)}`, and the step scales and the output scale
+      follow :math:`c(t)`, so the net finds its features before the ball shrinks. :attr:`radii` is the radius in
+      force.
+
+    A ReLU net with a free output layer computes the same functions for every c > 0 (the class does not shrink
+    with c); what c changes is where the optimization goes, and the radius-aware mode makes that reachable for
+    every c of the paper's grid.
+
     Args:
         radius: ``c``, a positive number or ``inf`` (no constraint, the baseline; YAML ``.inf`` or ``inf``).
             A mapping from layer-name glob pattern to radius selects the layers by its keys, and each layer
@@ -48,6 +78,10 @@ class L1InfProjection(Callback):
         layers: Glob patterns over ``named_modules()`` names selecting the layers to project. Default: every
             Linear/Conv layer except the output layer (the last one in registration order). Give either
             this or a mapping ``radius``, not both.
+        mode: ``"exact"`` (Algorithm 1) or ``"radius_aware"`` (see above).
+        anneal: Radius-aware mode: the fraction of the training steps over which the radius shrinks from
+            ``start_radius`` to c; 0 starts at c.
+        start_radius: Radius-aware mode: where the annealing starts (a layer whose c is larger starts at its c).
 
     Example:
         >>> L1InfProjection(radius=0.5)
@@ -56,7 +90,14 @@ class L1InfProjection(Callback):
         L1InfProjection(radius={'net.0': 1.0, 'net.*': inf}, layers=None)
     """
 
-    def __init__(self, radius: Radius = 1.0, layers: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        radius: Radius = 1.0,
+        layers: Sequence[str] | None = None,
+        mode: Mode = "exact",
+        anneal: float = 0.25,
+        start_radius: float = 1.0,
+    ) -> None:
         if isinstance(radius, Mapping):
             if not radius:
                 raise ValueError("Expected `radius` to map at least one layer pattern to a radius, got {}")
@@ -76,12 +117,30 @@ class L1InfProjection(Callback):
                 raise ValueError(f"Expected `layers` to be a non-empty list of layer-name patterns, got {layers!r}")
             layers = list(layers)
         self.layers = layers
+        if mode not in MODES:
+            raise ValueError(f"Expected `mode` to be one of {MODES}, got {mode!r}")
+        if isinstance(anneal, bool) or not isinstance(anneal, int | float) or not 0 <= anneal <= 1:
+            raise ValueError(f"Expected `anneal` to be a fraction of the training steps in [0, 1], got {anneal!r}")
+        start_radius = check_radius(start_radius, "start_radius")
+        if math.isinf(start_radius):
+            raise ValueError(f"Expected `start_radius` to be finite, got {start_radius!r}")
+        self.mode = mode
+        self.anneal = float(anneal)
+        self.start_radius = start_radius
         self.num_projections = 0
         self._selected: dict[str, tuple[nn.Module, float]] = {}
         self._handles: list[RemovableHandle] = []
+        self._constrained: dict[str, tuple[nn.Module, float]] = {}
+        self._outputs: list[ScaledLinear] = []
+        self._anneal_steps = 0.0
+        # Radius-aware mode, by optimizer: the parameters whose steps are scaled, and their values before the step.
+        self._scaled: dict[int, list[tuple[Tensor, str, int]]] = {}
+        self._before_step: dict[int, list[Tensor]] = {}
+        self._warned: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(radius={self.radius!r}, layers={self.layers!r})"
+        mode = "" if self.mode == "exact" else f", mode={self.mode!r}, anneal={self.anneal}"
+        return f"{type(self).__name__}(radius={self.radius!r}, layers={self.layers!r}{mode})"
 
     @property
     @override
@@ -90,8 +149,22 @@ class L1InfProjection(Callback):
 
     @property
     def radii(self) -> dict[str, float]:
-        """The radius of every selected layer by name (known from fit start on), ``inf`` included."""
-        return {name: radius for name, (_, radius) in self._selected.items()}
+        """The radius in force for every selected layer by name (known from fit start on), ``inf`` included.
+
+        In the exact mode this is the configured radius; in the radius-aware mode, the annealed :math:`c(t)` after
+        the steps taken so far.
+        """
+        return {name: self._radius_at(radius, self.num_projections) for name, (_, radius) in self._selected.items()}
+
+    @property
+    def radius_aware(self) -> bool:
+        """Whether the radius-aware mode is on."""
+        return self.mode == "radius_aware"
+
+    def _radius_at(self, radius: float, step: int) -> float:
+        if not self.radius_aware:
+            return radius
+        return annealed_radius(radius, max(radius, self.start_radius), step, self._anneal_steps)
 
     def select_layers(self, pl_module: nn.Module) -> dict[str, tuple[nn.Module, float]]:
         """Resolve the patterns against ``pl_module``: ``{name: (layer, radius)}``, in registration order.
@@ -132,8 +205,12 @@ class L1InfProjection(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._selected = self.select_layers(pl_module)
         constrained = {name: entry for name, entry in self._selected.items() if not math.isinf(entry[1])}
-        self._project(constrained)
+        self._constrained = constrained
+        if self.radius_aware:
+            self._setup_radius_aware(trainer, pl_module, constrained)
+        self._project(constrained, self.num_projections)
         self._remove_hooks()
+        self._scaled, self._before_step, self._warned = {}, {}, set()
         for optimizer in trainer.optimizers:
             owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
             # A layer is this optimizer's when it steps any of the layer's parameters (a frozen weight with a
@@ -143,18 +220,109 @@ class L1InfProjection(Callback):
                 for name, entry in constrained.items()
                 if any(id(p) in owned for p in entry[0].parameters(recurse=False))
             }
-            if layers:
-                self._handles.append(optimizer.register_step_post_hook(self._make_step_hook(layers)))
+            if not layers:
+                continue
+            scaled = self._scaled_parameters(constrained, owned) if self.radius_aware else []
+            if scaled:
+                self._scaled[id(optimizer)] = scaled
+            self._handles.append(optimizer.register_step_post_hook(self._make_step_hook(layers, scaled)))
 
-    def _make_step_hook(self, layers: dict[str, tuple[nn.Module, float]]) -> Any:
+    # ---------------------------------------------------------------- radius-aware mode
+
+    def _setup_radius_aware(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, constrained: dict[str, tuple[nn.Module, float]]
+    ) -> None:
+        steps = trainer.estimated_stepping_batches
+        if self.anneal and math.isinf(steps):
+            self._warn("`L1InfProjection`: the number of training steps is unbounded, so the radius is not annealed.")
+        # t counts the projected optimizer steps (`num_projections`, kept in checkpoints so a resumed run goes on
+        # with the same radius). With several optimizers each one's steps count, and the annealing ends sooner.
+        self._anneal_steps = 0.0 if math.isinf(steps) else self.anneal * float(steps)
+        projected = {id(module) for module, _ in constrained.values()}
+        self._outputs = [m for m in pl_module.modules() if isinstance(m, ScaledLinear) and id(m) not in projected]
+        if not self._outputs and constrained:
+            self._warn(
+                "`L1InfProjection(mode='radius_aware')` found no `ScaledLinear` output layer in "
+                f"{type(pl_module).__name__}, so its logits are not scaled by c**-k and a small c may still collapse "
+                "to one class. Make the output layer a `l1inf_lightning.models.ScaledLinear` (e.g. "
+                "`ScaledLinear.from_linear(layer)`), preferably without a bias."
+            )
+        self._set_output_scale(constrained, self.num_projections)
+
+    def _scaled_parameters(
+        self, constrained: dict[str, tuple[nn.Module, float]], owned: set[int]
+    ) -> list[tuple[Tensor, str, int]]:
+        """``(parameter, layer name, depth)`` for every parameter of a projected layer that this optimizer steps.
+
+        Depth 0 marks a weight (scaled by its layer's radius); depth d >= 1 a bias of the d-th projected layer,
+        scaled by the product of the radii of the first d projected layers.
+        """
+        scaled = []
+        for depth, (name, (module, _)) in enumerate(constrained.items(), start=1):
+            for kind, param in (("weight", module.weight), ("bias", module.bias)):
+                if param is not None and id(param) in owned:
+                    scaled.append((param, name, 0 if kind == "weight" else depth))
+        return scaled
+
+    def _step_scales(self, scaled: list[tuple[Tensor, str, int]], step: int) -> list[float]:
+        radii = {name: self._radius_at(radius, step) for name, (_, radius) in self._selected.items()}
+        products = list(itertools.accumulate((r for r in radii.values() if not math.isinf(r)), operator.mul))
+        return [radii[name] if depth == 0 else products[depth - 1] for _, name, depth in scaled]
+
+    def _set_output_scale(self, constrained: dict[str, tuple[nn.Module, float]], step: int) -> None:
+        scale = 1.0
+        for _, radius in constrained.values():
+            scale /= self._radius_at(radius, step)
+        for output in self._outputs:
+            output.output_scale.fill_(scale)
+
+    @override
+    @torch.no_grad()
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
+    ) -> None:
+        # Called after the backward pass (and, under AMP, after unscaling), before clipping and the step. Not an
+        # optimizer pre-step hook: Lightning evaluates the closure, hence the backward, inside `optimizer.step`.
+        scaled = self._scaled.get(id(optimizer))
+        if not scaled:
+            return
+        # The optimizer runs on W / s: its gradient is s * dL/dW, and its step (rescaled after it) is in units of s.
+        self._before_step[id(optimizer)] = [param.detach().clone() for param, _, _ in scaled]
+        for (param, _, _), scale in zip(scaled, self._step_scales(scaled, self.num_projections), strict=True):
+            if param.grad is not None:
+                param.grad.mul_(scale)
+
+    # ---------------------------------------------------------------- projection
+
+    def _make_step_hook(self, layers: dict[str, tuple[nn.Module, float]], scaled: list[tuple[Tensor, str, int]]) -> Any:
+        @torch.no_grad()
         def hook(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-            self._project(layers)
+            before = self._before_step.pop(id(optimizer), None)
+            if scaled and before is None:
+                self._warn(
+                    "`L1InfProjection(mode='radius_aware')`: an optimizer stepped without Lightning's "
+                    "`on_before_optimizer_step` (a raw `optimizer.step()` under manual optimization?), so its step was "
+                    "not scaled to the ball. Step the optimizers that `self.optimizers()` returns."
+                )
+            if scaled and before is not None:
+                scales = self._step_scales(scaled, self.num_projections)
+                for (param, _, _), old, scale in zip(scaled, before, scales, strict=True):
+                    param.lerp_(old, 1.0 - scale)  # old + scale * (new - old)
+            # The next forward pass sees the radius after this step: c(t + 1).
+            self._project(layers, self.num_projections + 1)
             self.num_projections += 1
+            if self.radius_aware:
+                self._set_output_scale(self._constrained, self.num_projections)
 
         return hook
 
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:  # once per fit, not once per step
+            self._warned.add(message)
+            warnings.warn(message, UserWarning, stacklevel=3)
+
     @torch.no_grad()
-    def _project(self, layers: dict[str, tuple[nn.Module, float]]) -> None:
+    def _project(self, layers: dict[str, tuple[nn.Module, float]], step: int) -> None:
         if not layers:
             return
         vectors = {name: neuron_vectors(module) for name, (module, _) in layers.items()}
@@ -167,7 +335,7 @@ class L1InfProjection(Callback):
                 f" after {self.num_projections} projected steps. Training has diverged; lower the learning rate."
             )
         for name, (module, radius) in layers.items():
-            load_neuron_vectors_(module, project_l1_ball_(vectors[name], radius))
+            load_neuron_vectors_(module, project_l1_ball_(vectors[name], self._radius_at(radius, step)))
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:

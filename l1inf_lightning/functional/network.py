@@ -38,7 +38,9 @@ class NetworkMeasure:
         m2: Output dimension (``out_features`` of T_{k+1}).
         activation: ``"relu"``, ``"tanh"`` or ``"sigmoid"``, or ``None`` when not found.
         layer_norms: The L1,inf norm (with bias) of every affine layer.
-        output_column_l1: o_j, the L1 norm of each output unit's (bias + weights).
+        output_column_l1: o_j, the L1 norm of each output unit's (bias + weights), of the *effective* output layer:
+            an output scale the layer applies (``ScaledLinear.output_scale``, set by the radius-aware mode) is
+            included, since the bounds are about the function the net computes.
         outside_reason: Why the bounds do not apply to this network, or ``None`` when they do.
         widths: d_0 (= m1), d_1, …, d_{k+1} (= m2).
     """
@@ -67,6 +69,12 @@ class NetworkMeasure:
     def architecture(self) -> str:
         """The widths as ``"m1-d1-...-m2"``."""
         return "-".join(str(w) for w in self.widths)
+
+
+def _output_scale(layer: nn.Module) -> float:
+    """The factor a layer multiplies its output by (``ScaledLinear.output_scale``); 1 for a plain layer."""
+    scale = getattr(layer, "output_scale", None)
+    return 1.0 if scale is None else abs(float(scale))
 
 
 def _leaves(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -143,7 +151,7 @@ def measure_network(module: nn.Module, activation: str | None = None) -> Network
         m2=int(last.weight.shape[0]),
         activation=activation,
         layer_norms={name: float(neuron_l1_norms(layer).max()) for name, layer in layers},
-        output_column_l1=[float(v) for v in neuron_l1_norms(last)],
+        output_column_l1=[float(v) * _output_scale(last) for v in neuron_l1_norms(last)],
         outside_reason=reason,
         widths=tuple(int(w) for w in widths),
     )

@@ -319,9 +319,9 @@ def test_manual_optimization_projects_after_each_step_only_the_layers_of_that_op
     projected: list[list[str]] = []
     real_project = projection._project
 
-    def spy(layers: dict[str, Any]) -> None:
+    def spy(layers: dict[str, Any], step: int) -> None:
         projected.append(list(layers))
-        real_project(layers)
+        real_project(layers, step)
 
     monkeypatch.setattr(projection, "_project", spy)
     after = NormRecorder(["encoder.0", "encoder.2", "decoder.0"])
@@ -692,7 +692,7 @@ def test_project_checks_every_layer_before_writing_any():
     assert float(l1inf_norm(first)) > 0.1
     projection = L1InfProjection(radius=0.1)
     with pytest.raises(ValueError, match=r"\['second'\].*not finite"):
-        projection._project({"first": (first, 0.1), "second": (second, 0.1)})
+        projection._project({"first": (first, 0.1), "second": (second, 0.1)}, step=0)
     assert all(torch.equal(first_before[name], p) for name, p in first.named_parameters())
 
 

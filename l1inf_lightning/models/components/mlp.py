@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from l1inf_lightning.models.components.scaled_linear import ScaledLinear
+
 __all__ = ["ACTIVATIONS", "MLP"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -16,8 +18,9 @@ class MLP(nn.Module):
     """A multilayer perceptron with ``len(hidden)`` hidden layers of one activation.
 
     Layers are registered in order, so the output layer is the last ``nn.Linear``: the one
-    :class:`~l1inf_lightning.L1InfProjection` leaves unconstrained by default. Inputs of any shape are
-    flattened from dimension 1 on.
+    :class:`~l1inf_lightning.L1InfProjection` leaves unconstrained by default. It is a
+    :class:`~l1inf_lightning.models.components.ScaledLinear` (an ``nn.Linear`` with an output scale, 1 unless the
+    projection's radius-aware mode sets it). Inputs of any shape are flattened from dimension 1 on.
 
     Args:
         in_features: Input dimension ``d_0`` (``m_1`` in the paper).
@@ -26,6 +29,8 @@ class MLP(nn.Module):
         activation: ``"relu"``, ``"tanh"`` or ``"sigmoid"``; all satisfy sigma(0) = 0 or are covered by
             the bounds' Lipschitz constants.
         dropout: Dropout probability after every hidden activation; 0 disables it.
+        output_bias: Whether the output layer has a bias. The radius-aware mode trains best without one: the bias
+            is not scaled by c like the signal it is added to, and wins against it at small c.
 
     Example:
         >>> net = MLP(500, [100, 50, 20], 2)
@@ -38,7 +43,7 @@ class MLP(nn.Module):
             (3): ReLU()
             (4): Linear(in_features=50, out_features=20, bias=True)
             (5): ReLU()
-            (6): Linear(in_features=20, out_features=2, bias=True)
+            (6): ScaledLinear(in_features=20, out_features=2, bias=True, output_scale=1)
           )
         )
     """
@@ -50,6 +55,7 @@ class MLP(nn.Module):
         out_features: int = 2,
         activation: str = "relu",
         dropout: float = 0.0,
+        output_bias: bool = True,
     ) -> None:
         super().__init__()
         widths = [in_features, *hidden, out_features]
@@ -68,7 +74,7 @@ class MLP(nn.Module):
             layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(widths[-2], widths[-1]))
+        layers.append(ScaledLinear(widths[-2], widths[-1], bias=output_bias))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
