@@ -6,8 +6,9 @@ With s = c_small / c_large and 0 < s <= 1, every neuron of a net trained in the 
 ball. So the c_small class holds a net exactly as accurate as the c_large one; when training at c_small ends at the
 majority class instead, that is the optimizer failing to grow the output layer, not the constraint.
 
-The script trains the config at c_large and at c_small (same seed, data and order), then rescales the c_large net
-into the c_small ball and tests all three:
+The script trains the config at c_large and at c_small (same seed, data and order) with Algorithm 1 exactly as the
+talk writes it (the exact mode, output bias on), then rescales the c_large net into the c_small ball and tests all
+three:
 
     python benchmarks/rescaled_radius.py [--large 1] [--small 0.1] [--epochs 100] [--config PATH] [-- OVERRIDES]
 """
@@ -21,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _fit import fit_quietly  # benchmarks/_fit.py: the script's own directory is on sys.path
+from _fit import EXACT_MODE, fit_quietly  # benchmarks/_fit.py: the script's own directory is on sys.path
 from torch import nn
 
 from l1inf_lightning.functional import sparsity_rate
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--small", type=float, default=0.1, help="c it is rescaled into, also trained directly (0.1)")
     parser.add_argument("--epochs", type=int, default=100)
     args = parser.parse_args(argv[:split])
-    overrides = ["--trainer.max_epochs", str(args.epochs), *argv[split + 1 :]]
+    overrides = ["--trainer.max_epochs", str(args.epochs), *EXACT_MODE, *argv[split + 1 :]]
     if not 0 < args.small <= args.large < math.inf:
         parser.error(f"expected 0 < --small <= --large < inf, got {args.small} and {args.large}")
 

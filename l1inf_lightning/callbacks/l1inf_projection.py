@@ -51,22 +51,24 @@ class L1InfProjection(Callback):
     **Modes.** ``"exact"`` (the default) is Algorithm 1 as the paper writes it: projected steps, nothing else. At a
     small c it tends to collapse to the majority class: every hidden signal shrinks like :math:`c^k` while the
     optimizer moves each weight by about its learning rate, far more than a small ball holds. ``"radius_aware"``
-    trains there by running the optimizer on the normalized weights :math:`W_\ell / c_\ell` instead of
-    :math:`W_\ell`, at the learning rate one would use for c = 1:
+    trains there by running the optimizer on the weights rescaled to a reference ball, :math:`c_0 W_\ell / c_\ell`,
+    where :math:`c_0` = ``start_radius`` (or c, if larger) is the radius the learning rate is meant for. With
+    :math:`s_\ell = c_\ell / c_0`:
 
-    - before each step a projected layer's weight gradient is multiplied by :math:`c_\ell`, and after it the
-      weight's update is multiplied by :math:`c_\ell` (the step of the normalized weights, in the units of the
-      ball; for Adam this is ``lr × c``, for SGD ``lr × c²``). A bias is added to signals of size
-      :math:`\prod_{i \le \ell} c_i`, so its gradient and update are scaled by that product;
+    - before each step a projected layer's weight gradient is multiplied by :math:`s_\ell`, and after it the
+      weight's update is multiplied by :math:`s_\ell` (the step of the rescaled weights, in the units of the
+      ball; for Adam this is ``lr × s``, for SGD ``lr × s²``). A bias is added to signals of size
+      :math:`\prod_{i \le \ell} s_i`, so its gradient and update are scaled by that product;
     - every :class:`~l1inf_lightning.models.components.ScaledLinear` of the module (the output layer; ``MLP``
-      uses one) multiplies its output by :math:`\prod_\ell c_\ell^{-1}` (:math:`c^{-k}`), the factor a ReLU net
-      in a ball c times smaller needs to compute the same function. Its effective weights, scale included, are
-      what the bounds use;
-    - the radius is annealed geometrically from ``start_radius`` to c over the first ``anneal`` fraction of the
+      uses one) multiplies its output by :math:`\prod_\ell s_\ell^{-1}` (:math:`(c_0/c)^k`), the factor a ReLU
+      net in a ball :math:`c_0/c` times smaller needs to compute the same function. Its effective weights, scale
+      included, are what the bounds use;
+    - the radius is annealed geometrically from :math:`c_0` to c over the first ``anneal`` fraction of the
       training steps, :math:`c(t) = c_0 (c / c_0)^{\min(1, t / T)}`, and the step scales and the output scale
       follow :math:`c(t)`, so the net finds its features before the ball shrinks. :attr:`radii` is the radius in
       force.
 
+    At :math:`c = c_0` nothing is rescaled: the mode is Algorithm 1 there.
     A ReLU net with a free output layer computes the same functions for every c > 0 (the class does not shrink
     with c); what c changes is where the optimization goes, and the radius-aware mode makes that reachable for
     every c of the paper's grid.
@@ -81,7 +83,8 @@ class L1InfProjection(Callback):
         mode: ``"exact"`` (Algorithm 1) or ``"radius_aware"`` (see above).
         anneal: Radius-aware mode: the fraction of the training steps over which the radius shrinks from
             ``start_radius`` to c; 0 starts at c.
-        start_radius: Radius-aware mode: where the annealing starts (a layer whose c is larger starts at its c).
+        start_radius: Radius-aware mode: :math:`c_0`, the radius the optimizer's learning rate is meant for, and
+            where the annealing starts (a layer whose c is larger uses its c).
 
     Example:
         >>> L1InfProjection(radius=0.5)
@@ -165,6 +168,10 @@ class L1InfProjection(Callback):
         if not self.radius_aware:
             return radius
         return annealed_radius(radius, max(radius, self.start_radius), step, self._anneal_steps)
+
+    def _shrink_at(self, radius: float, step: int) -> float:
+        """How much smaller than its reference the layer's ball is at ``step``: c(t) / max(c, start_radius)."""
+        return self._radius_at(radius, step) / max(radius, self.start_radius)
 
     def select_layers(self, pl_module: nn.Module) -> dict[str, tuple[nn.Module, float]]:
         """Resolve the patterns against ``pl_module``: ``{name: (layer, radius)}``, in registration order.
@@ -265,14 +272,14 @@ class L1InfProjection(Callback):
         return scaled
 
     def _step_scales(self, scaled: list[tuple[Tensor, str, int]], step: int) -> list[float]:
-        radii = {name: self._radius_at(radius, step) for name, (_, radius) in self._selected.items()}
-        products = list(itertools.accumulate((r for r in radii.values() if not math.isinf(r)), operator.mul))
-        return [radii[name] if depth == 0 else products[depth - 1] for _, name, depth in scaled]
+        shrink = {name: self._shrink_at(radius, step) for name, (_, radius) in self._constrained.items()}
+        products = list(itertools.accumulate(shrink.values(), operator.mul))
+        return [shrink[name] if depth == 0 else products[depth - 1] for _, name, depth in scaled]
 
     def _set_output_scale(self, constrained: dict[str, tuple[nn.Module, float]], step: int) -> None:
         scale = 1.0
         for _, radius in constrained.values():
-            scale /= self._radius_at(radius, step)
+            scale /= self._shrink_at(radius, step)
         for output in self._outputs:
             output.output_scale.fill_(scale)
 
