@@ -131,7 +131,9 @@ class RayBackend(Backend):
             ) from None
         self._ray = ray
         # The fits' console goes to console/<run_id>.log already; the driver's terminal keeps the progress bar.
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # A new local instance gets `workers` CPUs (all of this machine's by default); a cluster has its own.
+        cpus = workers if address is None else None
+        ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         self.slots = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._task = ray.remote(num_cpus=1, max_retries=0)(fit_and_store)
         self._address = address

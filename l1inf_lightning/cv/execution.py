@@ -64,7 +64,7 @@ def fit_and_store(spec: RunSpec, output: str, num_threads: int | None = None) ->
     """
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    with _redirect_output(Path(output) / CONSOLE_DIR / f"{spec.run_id}.log"):
+    with _redirect_output(_console(output, spec)):
         result = run_one(spec)
     write_result(output, spec, result)
     return result
@@ -176,8 +176,8 @@ def execute(
         on_result: Called in this process with each result, in the order they end.
 
     Raises:
-        SweepInterrupted: On SIGINT or SIGTERM, after the runs in flight were stopped and recorded as interrupted;
-            no run starts after the signal.
+        SweepInterrupted: On SIGINT or SIGTERM, after the runs in flight were stopped and recorded as interrupted
+            (a run handed to a worker that had not started it yet stays pending); no run starts after the signal.
     """
     output = Path(output)
     queue, alone = deque(specs), deque[RunSpec]()
@@ -226,7 +226,7 @@ def _interrupt(
         stored = read_result(output, spec)
         if is_finished(stored):  # it ended between the signal and the kill: keep it
             on_result(stored)  # type: ignore[arg-type]
-        else:
+        elif _console(output, spec).exists():  # its worker had started it (fit_and_store opens the log first)
             _record(output, spec, "interrupted", f"stopped by {signal.Signals(signum).name}")
             interrupted.append(spec.run_id)
     raise SweepInterrupted(signum, interrupted)
@@ -240,5 +240,10 @@ def _record(output: Path, spec: RunSpec, status: str, error: str) -> dict[str, A
 
 
 def _crash_message(output: Path, spec: RunSpec) -> str:
-    console = output / CONSOLE_DIR / f"{spec.run_id}.log"
-    return f"the worker process died during the run (killed, e.g. out of memory, or crashed); see {console}"
+    return (
+        f"the worker process died during the run (killed, e.g. out of memory, or crashed); see {_console(output, spec)}"
+    )
+
+
+def _console(output: str | Path, spec: RunSpec) -> Path:
+    return Path(output) / CONSOLE_DIR / f"{spec.run_id}.log"

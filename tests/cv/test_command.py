@@ -440,6 +440,13 @@ data:
         (("1", "1.0"), 3, (), (), r"Expected `--radii` to be distinct, got 1.0 more than once"),
         (("1",), 1, (), (), r"Expected `--folds` to be an integer >= 2, got 1"),
         (("1",), 61, (), (), r"Expected `--folds` to be at most the size of the training set (60), got 61"),
+        (
+            ("1",),
+            40,
+            (),
+            (),
+            r"Expected every class to have at least `--folds`=40 members for stratified folds, got class",
+        ),
         (("1",), 3, ("--workers", "0"), (), r"Expected `--workers` to be an integer >= 1, got 0"),
         (("1",), 3, ("--seeds", "0", "0"), (), r"Expected `--seeds` to be distinct, got [0, 0]"),
         (("1",), 3, ("--metric", "val/thing"), (), r"Cannot tell whether `--metric` 'val/thing' is better low or high"),
