@@ -1,4 +1,4 @@
-"""The ``l1inf-lightning`` command: LightningCLI's ``fit``/``validate``/``test``/``predict`` with the projection.
+"""LightningCLI's ``fit``/``validate``/``test``/``predict`` with the projection (``commands.py`` dispatches to it).
 
 ``l1inf-lightning fit --config configs/synthetic_classification.yaml --projection.radius 0.1`` trains with
 c = 0.1; ``--projection.radius inf`` trains the unconstrained baseline.
@@ -7,18 +7,18 @@ c = 0.1; ``--projection.radius inf`` trains the unconstrained baseline.
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from typing_extensions import override
 
 from l1inf_lightning.callbacks import L1InfProjection
 from l1inf_lightning.functional import sparsity_rate
 from l1inf_lightning.models import SupervisedModule
 
-__all__ = ["COMMANDS", "L1InfCLI", "main"]
+__all__ = ["L1InfCLI", "fit_cli", "summary_line"]
 
 
 class L1InfCLI(LightningCLI):
@@ -28,7 +28,8 @@ class L1InfCLI(LightningCLI):
     section trains the baseline; configs set ``projection.radius``.
     """
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:  # noqa: D102
+    @override
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(L1InfProjection, "projection")
         parser.set_defaults({"projection.radius": math.inf})
         parser.add_argument(
@@ -38,6 +39,7 @@ class L1InfCLI(LightningCLI):
             help="After `fit`, evaluate the final weights on the test set and print a summary.",
         )
 
+    @override
     def after_fit(self) -> None:
         """Test the final weights and print test metrics with the sparsity rate."""
         if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.fast_dev_run:
@@ -76,29 +78,3 @@ def fit_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) 
         run=run,
         **kwargs,
     )
-
-
-# Commands beyond LightningCLI's subcommands: name -> function of the remaining arguments.
-COMMANDS: dict[str, Callable[[list[str]], Any]] = {}
-
-
-def _cv(argv: list[str]) -> Any:
-    from l1inf_lightning import sweep  # imported on use: the sweep imports this module, and matplotlib
-
-    return sweep.main(argv)
-
-
-COMMANDS["cv"] = _cv
-
-
-def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of ``l1inf-lightning`` and ``python -m l1inf_lightning``."""
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in COMMANDS:
-        COMMANDS[argv[0]](argv[1:])
-        return
-    if not argv or argv[0] in ("-h", "--help"):
-        extra = ", ".join(sorted(COMMANDS))
-        if extra:
-            print(f"Commands beyond LightningCLI's: {extra} (see `l1inf-lightning <command> --help`).\n")
-    fit_cli(None if args is None else argv)

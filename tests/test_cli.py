@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from l1inf_lightning import L1InfProjection
-from l1inf_lightning.cli import fit_cli, main
+from l1inf_lightning.cli import fit_cli
+from l1inf_lightning.commands import main
 from l1inf_lightning.functional import l1inf_norm, sparsity_rate
 
 ROOT = Path(__file__).resolve().parents[1]

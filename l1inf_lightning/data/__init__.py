@@ -1,7 +1,7 @@
 """Data: the talk's synthetic data sets and k-fold cross-validation of any training set."""
 
 from l1inf_lightning.data.base import FoldableDataModule, FoldedDataModule, derive_seed
-from l1inf_lightning.data.folds import check_fold_args, fold_indices
+from l1inf_lightning.data.folds import check_class_sizes, check_fold_args, fold_indices
 from l1inf_lightning.data.synthetic import (
     SyntheticClassificationDataModule,
     SyntheticRegressionDataModule,
@@ -22,6 +22,7 @@ __all__ = [
     "SyntheticClassificationDataModule",
     "SyntheticRegressionDataModule",
     "VisionDataModule",
+    "check_class_sizes",
     "check_fold_args",
     "classification_labels",
     "derive_seed",

@@ -135,6 +135,14 @@ class FoldableDataModule(LightningDataModule, ABC):
         train_full, _ = self._ensure_loaded()
         return len(train_full)  # type: ignore[arg-type]
 
+    def full_train_labels(self) -> LabelArray | None:
+        """The class label of each sample of the full training set (None for plain folds); loads the data if needed.
+
+        Lets a command line check that every class can be spread over the folds before training.
+        """
+        train_full, _ = self._ensure_loaded()
+        return self._labels(train_full)
+
     def _check_num_folds_fit(self, num_samples: int) -> None:
         if self.num_folds is not None and self.num_folds > num_samples:
             raise ValueError(

@@ -14,7 +14,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from l1inf_lightning._checks import is_int
 
-__all__ = ["check_fold_args", "fold_indices"]
+__all__ = ["check_class_sizes", "check_fold_args", "fold_indices"]
 
 # numpy's legacy RandomState, which scikit-learn seeds from `random_state`, accepts 0 <= seed < 2**32.
 _MAX_SEED = 2**32 - 1
@@ -67,6 +67,39 @@ def _as_label_array(labels: np.ndarray | torch.Tensor | Sequence[int], num_sampl
     return array
 
 
+def check_class_sizes(
+    labels: np.ndarray | torch.Tensor | Sequence[int], num_folds: int, name: str = "num_folds"
+) -> None:
+    """Check that every class has at least ``num_folds`` members, as stratified folds need.
+
+    scikit-learn's ``StratifiedKFold`` only warns when a class is smaller (or raises a terse error when every class
+    is): a fold without a class is not stratified, so this says so plainly.
+
+    Args:
+        labels: One class label per sample.
+        num_folds: Number of folds k.
+        name: The argument that set ``num_folds``, named in the error (``--folds`` for the ``cv`` command).
+
+    Raises:
+        ValueError: If a class has fewer than ``num_folds`` members; the message names the smallest.
+
+    Example:
+        >>> check_class_sizes([0, 0, 1, 1, 1], num_folds=2)
+        >>> check_class_sizes([0, 0, 1, 1, 1], num_folds=3)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected every class to have at least `num_folds`=3 ... got class 0 with 2; lower `num_folds`
+    """
+    array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    classes, counts = np.unique(array, return_counts=True)
+    smallest = int(np.argmin(counts))
+    if counts[smallest] < num_folds:
+        raise ValueError(
+            f"Expected every class to have at least `{name}`={num_folds} members for stratified folds, "
+            f"got class {classes[smallest].item()!r} with {counts[smallest]}; lower `{name}`"
+        )
+
+
 def fold_indices(
     num_samples: int,
     num_folds: int,
@@ -115,16 +148,7 @@ def fold_indices(
         splits = KFold(n_splits=num_folds, shuffle=True, random_state=seed).split(placeholder)
     else:
         label_array = _as_label_array(labels, num_samples)
-        classes, counts = np.unique(label_array, return_counts=True)
-        smallest = int(np.argmin(counts))
-        if counts[smallest] < num_folds:
-            # scikit-learn only warns here (or raises a terse error when every class is too small); a fold without
-            # a class is not stratified, so say so plainly.
-            raise ValueError(
-                f"Expected every class to have at least `num_folds`={num_folds} members for stratified folds, "
-                f"got class {classes[smallest].item()!r} with {counts[smallest]}; "
-                "lower `num_folds` or split without labels"
-            )
+        check_class_sizes(label_array, num_folds)
         splits = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed).split(placeholder, label_array)
     for index, (train_idx, val_idx) in enumerate(splits):
         if index == fold_index:

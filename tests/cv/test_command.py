@@ -1,4 +1,4 @@
-"""The `cv` command: choosing c by k-fold cross-validation, on the real synthetic config shrunk."""
+"""The `cv` command end to end: choosing c by k-fold cross-validation, on the real synthetic config shrunk."""
 
 import contextlib
 import csv
@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from l1inf_lightning import sweep
-from l1inf_lightning.cli import main as cli_main
-from l1inf_lightning.sweep import RunSpec, SweepSettings, list_runs, refit_spec, run_one, summarize
+from l1inf_lightning import cv
+from l1inf_lightning.commands import main as cli_main
+from l1inf_lightning.cv import RunSpec, SweepSettings, list_runs, refit_spec, run_one, summarize
+from l1inf_lightning.cv.reports import markdown
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "synthetic_classification.yaml"
 # The paper's 500-100-50-20-2 MLP on 60 samples, one epoch of two batches: about a second per fit.
 SHRINK = (
@@ -53,10 +54,10 @@ def cv_args(output: Path, radii=("0.5", "inf"), folds=3, *extra: str, overrides=
 
 
 def run_cv(args: list[str]) -> tuple[object, str]:
-    """`l1inf-lightning cv ARGS` in this process (`sweep.main`, which returns the summary) and what it printed."""
+    """`l1inf-lightning cv ARGS` in this process (`cv.main`, which returns the summary) and what it printed."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        summary = sweep.main(args)
+        summary = cv.main(args)
     return summary, out.getvalue()
 
 
@@ -139,9 +140,9 @@ def test_summarize_picks_the_best_mean_ties_go_to_the_smaller_c_and_failed_c_are
     del results[next(s for s in specs if (s.radius, s.fold) == (0.1, 1)).run_id]
     partial = summarize(specs, results, "val/acc", "max")
     assert not partial.complete and partial.rows[0].num_missing == 1 and partial.best == 1.0
-    assert "missing" in partial.markdown()
+    assert "missing" in markdown(partial)
 
-    with pytest.raises(sweep.SweepError, match=r"Expected `--metric` to be a metric the runs log, got 'val/f1'"):
+    with pytest.raises(cv.SweepError, match=r"Expected `--metric` to be a metric the runs log, got 'val/f1'"):
         summarize(specs, results, "val/f1", "max")
 
 
@@ -167,7 +168,7 @@ def test_tiny_sweep_writes_csv_markdown_png_and_names_the_best_mean(tiny_sweep):
     assert summary.best == best
     assert [row["best"] for row in rows] == [str(float(row["c"]) == best) for row in rows]
     # Each run's own values, averaged, are the table's.
-    results = sweep.load_results(output)
+    results = cv.load_results(output)
     assert len(results) == 6 and all(r["status"] == "ok" for r in results.values())
     for c in means:
         values = [r["metrics"]["val/acc"] for r in results.values() if float(r["radius"]) == c]
@@ -175,7 +176,7 @@ def test_tiny_sweep_writes_csv_markdown_png_and_names_the_best_mean(tiny_sweep):
 
     markdown = (output / "summary.md").read_text()
     assert "| c | val/acc (mean ± std) | sparsity | gap/loss | ok | failed |" in markdown
-    assert f"Best c = {sweep.radius_label(best)}" in markdown
+    assert f"Best c = {cv.radius_label(best)}" in markdown
     assert markdown in printed
 
     png = (output / "boxplot.png").read_bytes()
@@ -188,7 +189,7 @@ def test_tiny_sweep_writes_csv_markdown_png_and_names_the_best_mean(tiny_sweep):
 def test_refit_trains_the_best_c_on_the_whole_training_set_and_tests_it(tiny_sweep):
     output, summary, printed = tiny_sweep
     refit = json.loads((output / "refit.json").read_text())
-    assert refit["status"] == "ok" and refit["radius"] == sweep.radius_label(summary.best)
+    assert refit["status"] == "ok" and refit["radius"] == cv.radius_label(summary.best)
     assert refit["fold"] is None and refit["num_folds"] is None
     assert {"test/acc", "test/loss"} <= set(refit["metrics"])
     config = (Path(refit["log_dir"]) / "config.yaml").read_text()
@@ -198,7 +199,7 @@ def test_refit_trains_the_best_c_on_the_whole_training_set_and_tests_it(tiny_swe
 
 def test_each_run_is_a_lightningcli_fit_with_its_own_tensorboard_version(tiny_sweep):
     output, _, _ = tiny_sweep
-    for result in sweep.load_results(output).values():
+    for result in cv.load_results(output).values():
         log_dir = Path(result["log_dir"])
         assert log_dir.parent.parent == output.resolve() / "logs"
         assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1
@@ -207,7 +208,7 @@ def test_each_run_is_a_lightningcli_fit_with_its_own_tensorboard_version(tiny_sw
         assert result["metrics"]["sparsity/overall"] == pytest.approx(result["sparsity"])
         assert result["gap_source"] == "gap/loss" and result["gap"] == result["metrics"]["gap/loss"]
         assert result["wall_time_s"] > 0
-    constrained = [r for r in sweep.load_results(output).values() if r["radius"] == "0.5"]
+    constrained = [r for r in cv.load_results(output).values() if r["radius"] == "0.5"]
     assert all(r["metrics"]["norm/net.layers.0"] <= 0.5 * (1 + 1e-6) for r in constrained)
 
 
@@ -267,6 +268,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the sweep's pool workers), from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
 def test_a_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     output = tmp_path / "killed"
     args = cv_args(output, ("0.5", "1"), 2)
@@ -280,13 +292,14 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     try:
         while not result_files(output) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        workers = [int(p.read_text()) for p in (output / "running").glob("*") if p.read_text()]
+        workers = _children(process.pid)
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.kill()
         process.wait()
     first = result_files(output)
     assert len(first) == 1, "the sweep must be killed after its first run and before its last"
+    assert workers, "the sweep runs its fits in child processes"
     # Its worker notices the parent is gone and stops, rather than training on into the directory.
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
@@ -315,7 +328,7 @@ def test_a_diverging_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
     # With lr = 1e10 the unconstrained net overflows to NaN; the projection keeps c = 0.5 finite.
     lr = ("--model.init_args.optimizer.init_args.lr=1e10",)
     summary, printed = run_cv(cv_args(output, ("0.5", "inf"), 2, overrides=lr))
-    results = sweep.load_results(output)
+    results = cv.load_results(output)
     assert len(results) == 4
     for result in results.values():
         if result["radius"] == "inf":
@@ -365,7 +378,7 @@ def test_a_worker_that_dies_fails_only_its_own_run(tmp_path, monkeypatch):
     output = tmp_path / "crash"
     die = ('--trainer.callbacks+={"class_path": "crasher.DieOnFold", "init_args": {"fold": 1}}',)
     summary, _ = run_cv(cv_args(output, ("0.5",), 3, overrides=die))
-    results = sweep.load_results(output)
+    results = cv.load_results(output)
     assert {r["fold"]: r["status"] for r in results.values()} == {0: "ok", 1: "failed", 2: "ok"}
     assert "worker process died" in next(r["error"] for r in results.values() if r["fold"] == 1)
     assert summary.rows[0].num_failed == 1
@@ -427,6 +440,13 @@ data:
         (("1", "1.0"), 3, (), (), r"Expected `--radii` to be distinct, got 1.0 more than once"),
         (("1",), 1, (), (), r"Expected `--folds` to be an integer >= 2, got 1"),
         (("1",), 61, (), (), r"Expected `--folds` to be at most the size of the training set (60), got 61"),
+        (
+            ("1",),
+            40,
+            (),
+            (),
+            r"Expected every class to have at least `--folds`=40 members for stratified folds, got class",
+        ),
         (("1",), 3, ("--workers", "0"), (), r"Expected `--workers` to be an integer >= 1, got 0"),
         (("1",), 3, ("--seeds", "0", "0"), (), r"Expected `--seeds` to be distinct, got [0, 0]"),
         (("1",), 3, ("--metric", "val/thing"), (), r"Cannot tell whether `--metric` 'val/thing' is better low or high"),
