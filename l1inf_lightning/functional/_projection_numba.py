@@ -5,8 +5,8 @@ One neuron at a time, in place, on the stored parameters (float32 or float64; th
 1. one read of the row from memory: :math:`|v_p|` into a float64 scratch row (in cache), and :math:`\|v\|_1`;
 2. a row inside the ball is left untouched (decided exactly: a float64 sum with its error bound, and Shewchuk's
    exact summation when the sum is within that bound of :math:`c`);
-3. :math:`\theta` by Condat's algorithm (Condat, "Fast projection onto the simplex and the l1 ball", Math.
-   Program. 158, 2016), recomputed from its active set, on the cached row;
+3. :math:`\theta` by Michelot's fixed point (1986; the variant of Condat, Math. Program. 158, 2016, that
+   compacts the survivors of each pass), on the cached row;
 4. one write: :math:`w_p = \operatorname{sign}(v_p)\,\mathrm{RZ}(|v_p| - \theta)`, rounded toward zero in the
    stored dtype, so no magnitude grows; if the float64 sum of the written row cannot certify
    :math:`\|w\|_1 \le c`, the exact sum decides, and :math:`\theta` is raised and the row written again until
@@ -71,104 +71,97 @@ def _exceeds(a, d, radius, partials):  # pragma: no cover - compiled
     return False
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _condat_threshold(a, d, radius, buffer):  # pragma: no cover - compiled
-    """Condat's (2016) threshold for ``a[:d] >= 0`` with ``sum(a) > radius``, recomputed from its active set.
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _keep_above(source, n, theta, target):  # pragma: no cover - compiled
+    """Copy the entries of ``source[:n]`` above ``theta`` to the front of ``target`` (may be ``source``).
 
-    ``buffer`` (length 2d) holds the candidate set ``v`` at ``[start, end)`` and the set ``v~`` of discarded
-    candidates before it, so "move v into v~" is ``start = end``.
+    Returns their count and (any-order) sum. Branch-free, so it streams through the cached row.
     """
-    buffer[0] = a[0]
-    start, end = 0, 1
-    rho = a[0] - radius
-    for n in range(1, d):
-        y = a[n]
-        if y > rho:
-            rho += (y - rho) / (end - start + 1)
-            if rho > y - radius:
-                buffer[end] = y
-                end += 1
-            else:
-                start = end
-                buffer[end] = y
-                end += 1
-                rho = y - radius
-    for i in range(start):  # candidates discarded too early
-        y = buffer[i]
-        if y > rho:
-            buffer[end] = y
-            end += 1
-            rho += (y - rho) / (end - start)
-    while True:  # drop candidates at or below the threshold until none is
-        size = end - start
-        kept = start
-        for i in range(start, end):
-            y = buffer[i]
-            if y > rho:
-                buffer[kept] = y
-                kept += 1
-            else:
-                size -= 1
-                if size > 0:
-                    rho += (rho - y) / size
-        if kept == end:
-            break
-        end = kept
-    if end == start:
-        # Only when radius < ulp(max a) rounds every entry to the threshold: zeroing the row is then within
-        # radius of the exact projection, and inside the ball.
-        top = 0.0
-        for i in range(d):
-            top = max(top, a[i])
-        return top
-    # rho was updated incrementally; the active set's own formula is as exact as float64 allows.
+    count = 0
     total = 0.0
-    for i in range(start, end):
-        total += buffer[i]
-    return (total - radius) / (end - start)
+    for i in range(n):
+        y = source[i]
+        above = y > theta
+        target[count] = y
+        count += above
+        total += y if above else 0.0
+    return count, total
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _sum_above(values, n, theta):  # pragma: no cover - compiled
+    """Count and (any-order) sum of the entries of ``values[:n]`` above ``theta``; vectorizes."""
+    count = 0
+    total = 0.0
+    for i in range(n):
+        y = values[i]
+        above = y > theta
+        count += above
+        total += y if above else 0.0
+    return count, total
 
 
 @numba.njit(cache=True, nogil=True)
-def _write_shrunk(values, bits, index, magnitude, theta):  # pragma: no cover - compiled
-    """``values[index] = sign * RZ(magnitude - theta)`` in the array's dtype (the sign is the stored value's).
+def _michelot_threshold(a, d, radius, total, buffer):  # pragma: no cover - compiled
+    r"""Michelot's (1986) fixed point :math:`\theta \leftarrow (\sum_{a_p > \theta} a_p - c) / \#\{a_p > \theta\}`.
 
-    Returns the magnitude written, in float64.
+    From :math:`\theta_0 = (\|a\|_1 - c) / d` the iterates increase and the active sets shrink (nested), so the
+    first pass keeps its survivors only (compacted into ``buffer``) and the later passes, which vectorize, run
+    over those; it ends when a pass keeps every entry of the previous active set.
     """
-    sign = values[index]
-    difference = magnitude - theta
-    if difference <= 0.0:
-        values[index] = np.copysign(0.0, sign)
-        return 0.0
-    # TwoSum: magnitude - theta == difference + error exactly.
-    virtual = difference - magnitude
-    error = (magnitude - (difference - virtual)) + (-theta - virtual)
-    values[index] = np.copysign(difference, sign)  # rounds to nearest in the stored dtype
-    stored = abs(np.float64(values[index]))
-    if stored > difference or (stored == difference and error < 0.0):
-        # Rounded away from zero: step back one ulp. Floats are sign-magnitude, so bits - 1 shrinks |value|.
-        bits[index] -= 1
-        stored = abs(np.float64(values[index]))
-    return stored
+    theta = (total - radius) / d
+    n, kept = _keep_above(a, d, theta, buffer)  # everything else is at or below theta from now on
+    if n == d or n == 0:
+        return theta
+    count = n
+    while True:
+        # Rounding may nudge theta down; keeping it monotone keeps the active sets nested, so the loop ends.
+        theta = max(theta, (kept - radius) / count)
+        active, kept = _sum_above(buffer, n, theta)
+        if active == count or active == 0:
+            return theta
+        count = active
+        if 4 * count < n:  # most survivors are gone: compact again, so that later passes are short
+            n, kept = _keep_above(buffer, n, theta, buffer)
+
+
+@numba.njit(cache=True, nogil=True)
+def _write_shrunk(values, bits, magnitudes, theta, written):  # pragma: no cover - compiled
+    """``values[i] = sign(values[i]) * RZ(magnitudes[i] - theta)`` in the array's dtype, for every ``i``.
+
+    ``written[i]`` gets the magnitude stored, in float64. Returns the (sequential) sum of ``written`` and the
+    number of nonzero entries.
+    """
+    total = 0.0
+    nonzeros = 0
+    for i in range(values.shape[0]):
+        magnitude = magnitudes[i]
+        # Branch-free but for the rare ulp step: half the entries of a projected row are zeroed, unpredictably.
+        difference = max(magnitude - theta, 0.0)
+        # TwoSum: magnitude - theta == difference + error exactly (error is moot where difference is 0).
+        virtual = difference - magnitude
+        error = (magnitude - (difference - virtual)) + (-theta - virtual)
+        values[i] = np.copysign(difference, values[i])  # rounds to nearest in the stored dtype
+        stored = abs(np.float64(values[i]))
+        if stored > difference or (stored == difference and error < 0.0 and difference > 0.0):
+            # Rounded away from zero: one ulp back. Floats are sign-magnitude, so bits - 1 shrinks |value|.
+            bits[i] -= 1
+            stored = abs(np.float64(values[i]))
+        nonzeros += stored != 0.0
+        written[i] = stored
+        total += stored
+    return total, nonzeros
 
 
 @numba.njit(cache=True, nogil=True)
 def _write_row(bias, bias_bits, weight, weight_bits, j, has_bias, a, theta, written):  # pragma: no cover
     """Write row ``j`` shrunk by ``theta``; ``written[:d]`` gets the stored magnitudes. Returns (sum, nonzeros)."""
-    total = 0.0
-    offset = 0
+    total, nonzeros, offset = 0.0, 0, 0
     if has_bias:
-        written[0] = _write_shrunk(bias, bias_bits, j, a[0], theta)
-        total += written[0]
+        total, nonzeros = _write_shrunk(bias[j : j + 1], bias_bits[j : j + 1], a[:1], theta, written[:1])
         offset = 1
-    row, row_bits = weight[j], weight_bits[j]
-    for i in range(row.shape[0]):
-        value = _write_shrunk(row, row_bits, i, a[offset + i], theta)
-        written[offset + i] = value
-        total += value
-    nonzeros = 0
-    for i in range(offset + row.shape[0]):
-        nonzeros += written[i] != 0.0
-    return total, nonzeros
+    row_total, row_nonzeros = _write_shrunk(weight[j], weight_bits[j], a[offset:], theta, written[offset:])
+    return total + row_total, nonzeros + row_nonzeros
 
 
 @numba.njit(cache=True, nogil=True)
@@ -189,7 +182,7 @@ def project_rows(bias, bias_bits, weight, weight_bits, has_bias, radii):  # prag
             continue  # inside the ball; non-finite rows are left as they are (the callback reports them)
         if total * (1.0 - margin) <= radius and not _exceeds(a, d, radius, partials):
             continue
-        theta = max(_condat_threshold(a, d, radius, buffer), 0.0)
+        theta = max(_michelot_threshold(a, d, radius, total, buffer), 0.0)
         # Rounded toward zero, the row is almost always inside; the exact check settles the rest. Each miss raises
         # theta by the measured excess per nonzero entry plus a step that starts at an ulp of c and doubles.
         extra = _EPS * radius
