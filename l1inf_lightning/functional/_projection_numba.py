@@ -136,17 +136,17 @@ def _write_shrunk(values, bits, magnitudes, theta, written):  # pragma: no cover
     nonzeros = 0
     for i in range(values.shape[0]):
         magnitude = magnitudes[i]
-        # Branch-free but for the rare ulp step: half the entries of a projected row are zeroed, unpredictably.
+        # Branch-free: which entries are zeroed, and which round up, is as unpredictable as a coin toss.
         difference = max(magnitude - theta, 0.0)
         # TwoSum: magnitude - theta == difference + error exactly (error is moot where difference is 0).
         virtual = difference - magnitude
         error = (magnitude - (difference - virtual)) + (-theta - virtual)
         values[i] = np.copysign(difference, values[i])  # rounds to nearest in the stored dtype
         stored = abs(np.float64(values[i]))
-        if stored > difference or (stored == difference and error < 0.0 and difference > 0.0):
-            # Rounded away from zero: one ulp back. Floats are sign-magnitude, so bits - 1 shrinks |value|.
-            bits[i] -= 1
-            stored = abs(np.float64(values[i]))
+        away = (stored > difference) | ((stored == difference) & (error < 0.0) & (difference > 0.0))
+        # Rounded away from zero: one ulp back. Floats are sign-magnitude, so bits - 1 shrinks |value|.
+        bits[i] -= away
+        stored = abs(np.float64(values[i]))
         nonzeros += stored != 0.0
         written[i] = stored
         total += stored
