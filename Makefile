@@ -49,8 +49,9 @@ data:
 	  echo "MNIST and Fashion-MNIST are in $(DATA_DIR)/"; \
 	else echo "No $(SHARED_DATA)/mnist here: skipping (configs can set download: true)"; fi
 
-bench: install  ## Speed of the projection kernel against the paper's per-neuron loop and a clone
+bench: install data  ## Projection paths vs. the per-neuron loop and a clone; training time with vs. without projection
 	$(BIN)/python benchmarks/projection.py
+	$(BIN)/python benchmarks/epoch_overhead.py
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir logs

@@ -18,7 +18,7 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from l1inf_lightning.functional import check_radius, load_neuron_vectors_, neuron_vectors, project_l1_ball_
+from l1inf_lightning.functional import check_radius, project_module_
 from l1inf_lightning.functional.network import affine_layers
 from l1inf_lightning.functional.schedule import annealed_radius
 from l1inf_lightning.models.components.scaled_linear import ScaledLinear
@@ -332,17 +332,21 @@ class L1InfProjection(Callback):
     def _project(self, layers: dict[str, tuple[nn.Module, float]], step: int) -> None:
         if not layers:
             return
-        vectors = {name: neuron_vectors(module) for name, (module, _) in layers.items()}
-        # Check every layer before writing any, so a failure leaves the model as it was.
-        finite = [torch.isfinite(v).all() for v in vectors.values()]
+        # Check every layer before writing any, so a failure leaves the model as it was. One check per parameter,
+        # stacked, so a GPU syncs once per step here.
+        finite = [
+            torch.stack([torch.isfinite(p).all() for p in module.parameters(recurse=False)]).all()
+            for module, _ in layers.values()
+        ]
         if not bool(torch.stack([f.to(finite[0].device) for f in finite]).all()):
-            bad = [name for name, ok in zip(vectors, finite, strict=True) if not bool(ok)]
+            bad = [name for name, ok in zip(layers, finite, strict=True) if not bool(ok)]
             raise ValueError(
                 f"`{type(self).__name__}` cannot project layers {bad}: their weights are not finite (NaN or inf)"
                 f" after {self.num_projections} projected steps. Training has diverged; lower the learning rate."
             )
-        for name, (module, radius) in layers.items():
-            load_neuron_vectors_(module, project_l1_ball_(vectors[name], self._radius_at(radius, step)))
+        for module, radius in layers.values():
+            # In place, bias and weight where they are; stored rows end inside the ball in their own dtype.
+            project_module_(module, self._radius_at(radius, step))
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:

@@ -10,10 +10,18 @@ from l1inf_lightning.functional.norms import (
     neuron_vectors,
     sparsity_rate,
 )
-from l1inf_lightning.functional.projection import check_radius, project_l1_ball, project_l1_ball_, project_module_
+from l1inf_lightning.functional.projection import (
+    BACKENDS,
+    check_radius,
+    project_l1_ball,
+    project_l1_ball_,
+    project_module_,
+    projection_backend,
+)
 
 __all__ = [
     "AFFINE_TYPES",
+    "BACKENDS",
     "check_affine",
     "check_radius",
     "is_affine",
@@ -24,5 +32,6 @@ __all__ = [
     "project_l1_ball",
     "project_l1_ball_",
     "project_module_",
+    "projection_backend",
     "sparsity_rate",
 ]

@@ -6,15 +6,20 @@ sort-based projection of Duchi et al. (ICML 2008), applied to every row of a mat
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 import numbers
+from types import ModuleType
+from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from l1inf_lightning.functional.norms import load_neuron_vectors_, neuron_vectors
+from l1inf_lightning.functional.norms import check_affine, load_neuron_vectors_, neuron_vectors
 
-__all__ = ["check_radius", "project_l1_ball", "project_l1_ball_", "project_module_"]
+__all__ = ["BACKENDS", "check_radius", "project_l1_ball", "project_l1_ball_", "project_module_", "projection_backend"]
 
 
 def check_radius(radius: object, name: str = "radius") -> float:
@@ -45,87 +50,154 @@ def check_radius(radius: object, name: str = "radius") -> float:
     return value
 
 
-def _threshold(magnitudes: Tensor, radius: Tensor) -> Tensor:
-    r"""Soft-threshold level :math:`\theta` per row, for rows whose L1 norm exceeds ``radius``.
+Backend = Literal["auto", "torch", "numba"]
+BACKENDS: tuple[str, ...] = ("auto", "torch", "numba")
+_NUMBA_DTYPES = (torch.float32, torch.float64)
+_BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+_EPS64 = torch.finfo(torch.float64).eps
+_CPU_BLOCK_ELEMENTS = 1 << 16  # the torch path's rows per block: 512 KiB of float64, so a block stays in cache
 
-    ``magnitudes`` is (rows, d), non-negative, in float64; ``radius`` has shape (rows,). :math:`\theta` is the
-    unique root of :math:`\sum_p \max(|v_p| - \theta, 0) = c`, the same value as Duchi et al.'s sort-based
-    :math:`\theta = (\sum_{q \le p^*} \mu_q - c) / p^*` (Algorithm 2). It is found without sorting by the
-    fixed-point iteration of Michelot (1986), batched over rows:
 
-    .. math::
+@functools.cache
+def _numba_kernel() -> ModuleType | None:
+    """The compiled kernel module, imported on first use (numba costs ~0.3 s to import), or None without numba."""
+    if importlib.util.find_spec("numba") is None:
+        return None
+    from l1inf_lightning.functional import _projection_numba
 
-        \theta \leftarrow \frac{\sum_{|v_p| > \theta} |v_p| - c}{\#\{p : |v_p| > \theta\}},
-        \qquad \theta_0 = \frac{\|v\|_1 - c}{d}.
+    return _projection_numba
 
-    :math:`\theta` never decreases and the active set never grows, so the loop ends, exactly, once no row's
-    active set changes; that takes a handful of O(rows·d) passes in practice (at most d).
+
+def projection_backend(vectors: Tensor, backend: Backend = "auto") -> str:
+    """The path that projects ``vectors``: ``"numba"`` (fused CPU kernel) or ``"torch"`` (reference, any device).
+
+    ``"auto"`` takes the numba path for float32/float64 CPU tensors when numba is installed (the ``kernel``
+    extra), and the torch path otherwise (CUDA, half precision, no numba).
+
+    >>> projection_backend(torch.ones(2, 3, dtype=torch.float16))
+    'torch'
     """
-    count = torch.full_like(radius, magnitudes.shape[1])
-    theta = (magnitudes.sum(dim=1) - radius) / count
-    zero = magnitudes.new_zeros(())
-    for _ in range(magnitudes.shape[1]):
-        active = magnitudes > theta.unsqueeze(1)
-        new_count = active.sum(dim=1, dtype=magnitudes.dtype)
-        # The largest entry always stays active (theta < max |v_p| since c > 0), so new_count >= 1.
-        new_theta = (torch.where(active, magnitudes, zero).sum(dim=1) - radius) / new_count
-        if torch.equal(new_count, count):
-            break
-        # Rounding may nudge theta down; keeping it monotone keeps the active sets nested, so the loop ends.
-        theta, count = torch.maximum(new_theta, theta), new_count
-    # theta < 0 only when a row on the sphere is rounded to outside it; 0 then leaves the row unchanged.
-    return theta.clamp_min(0)
+    if backend not in BACKENDS:
+        raise ValueError(f"Expected `backend` to be one of {BACKENDS}, got {backend!r}")
+    numba_fits = vectors.device.type == "cpu" and vectors.dtype in _NUMBA_DTYPES
+    if backend == "numba":
+        if not numba_fits:
+            raise ValueError(
+                f"Expected float32 or float64 CPU tensors for `backend='numba'`, got {vectors.dtype} on"
+                f" {vectors.device.type}"
+            )
+        if _numba_kernel() is None:
+            raise ValueError("`backend='numba'` needs numba: pip install 'l1inf-lightning[kernel]'")
+        return "numba"
+    if backend == "auto" and numba_fits and _numba_kernel() is not None:
+        return "numba"
+    return "torch"
 
 
-_CPU_BLOCK_ELEMENTS = 1 << 16  # 512 KiB of float64 per block
+def _exceeds_exactly(magnitudes: Tensor, radii: Tensor) -> Tensor:
+    """Per row, whether the exact sum of ``magnitudes`` exceeds the radius (``math.fsum`` is exactly rounded).
+
+    The sign of a correctly rounded sum is the sign of the exact sum, so ``fsum(row + [-c]) > 0`` decides it.
+    """
+    rows = magnitudes.tolist()
+    exceeds = [math.fsum([*row, -c]) > 0 for row, c in zip(rows, radii.tolist(), strict=True)]
+    return torch.tensor(exceeds, dtype=torch.bool, device=magnitudes.device)
 
 
-def _projection_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The precision a projection is exact to: half types are projected as float32 (DESIGN: written back after)."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+def _sorted_threshold(magnitudes: Tensor, radii: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The soft-threshold level :math:`\theta^*` of each row, and an upper bound on it.
+
+    :math:`\theta^* = \max_k (\sum_{q \le k} \mu_q - c) / k` over the magnitudes sorted in decreasing order
+    (Duchi et al., 2008: the maximum is reached at their :math:`\rho`; no search for :math:`\rho`, no branch, so
+    no host synchronization on CUDA). The bound raises each term by its float64 error (:math:`4\epsilon
+    (\sum_{q \le k} \mu_q + c)` covers the cumulative sum in any order, the difference and the quotient), so
+    :math:`\sum_p (|v_p| - \theta)_+ \le c` holds exactly for it.
+    """
+    mu = magnitudes.sort(dim=1, descending=True).values
+    cumulative = mu.cumsum(dim=1)
+    ranks = torch.arange(1, mu.shape[1] + 1, device=mu.device, dtype=mu.dtype)
+    radii = radii.unsqueeze(1)
+    candidates = (cumulative - radii) / ranks
+    theta = candidates.amax(dim=1).clamp_min(0)
+    upper = (candidates + 4 * _EPS64 * (cumulative + radii)).amax(dim=1).clamp_min(0)
+    return theta, upper
 
 
-def _project_rows_(vectors: Tensor, radii: Tensor) -> None:
-    """Project the rows of ``vectors`` that lie outside their ball, in place, computing in float64."""
+def _shrink_toward_zero(magnitudes: Tensor, theta: Tensor, signs: Tensor) -> Tensor:
+    """``sign(v) * RZ(|v| - theta)`` in ``signs.dtype``: rounded toward zero, so no stored magnitude grows.
+
+    ``|v| - theta`` is rounded once in float64; TwoSum recovers that rounding error, so the rounding toward zero
+    into the stored dtype is of the exact difference.
+    """
+    theta = theta.unsqueeze(1)
+    difference = magnitudes - theta
+    virtual = difference - magnitudes
+    error = (magnitudes - (difference - virtual)) + (-theta - virtual)
+    difference.clamp_min_(0)
+    rounded = difference.to(signs.dtype)
+    back = rounded.to(torch.float64)
+    away = (back > difference) | ((back == difference) & (error < 0) & (difference > 0))
+    # Rounded away from zero: one ulp back. Floats are sign-magnitude, so bits - 1 shrinks a positive value.
+    rounded.view(_BITS[rounded.element_size()]).sub_(away.to(_BITS[rounded.element_size()]))
+    return rounded.copysign_(signs)
+
+
+def _projected(magnitudes: Tensor, radii: Tensor, signs: Tensor) -> Tensor:
+    """The projection of rows outside their ball, in ``signs.dtype``, each stored row's exact L1 norm <= c."""
+    theta, upper = _sorted_threshold(magnitudes, radii)
+    shrunk = _shrink_toward_zero(magnitudes, theta, signs)
+    written = shrunk.abs().to(torch.float64)
+    norms = written.sum(dim=1)
+    # Rounded toward zero, a row is almost always certainly inside: its float64 norm plus the sum's error bound.
+    unsure = norms * (1 + (magnitudes.shape[1] + 2) * _EPS64) > radii
+    if magnitudes.is_cuda:
+        # The certain bound for the unsure rows, without asking the host which they are.
+        return _shrink_toward_zero(magnitudes, torch.where(unsure, upper, theta), signs)
+    if not bool(unsure.any()):
+        return shrunk
+    rows = unsure.nonzero().squeeze(1)
+    over = rows[_exceeds_exactly(written[rows], radii[rows])]
+    extra = _EPS64 * radii
+    while over.numel():
+        # As the numba path: raise theta by the excess per nonzero entry plus a step from an ulp of c, doubling.
+        nonzeros = (written[over] != 0).sum(dim=1).clamp_min(1)
+        theta[over] += ((norms[over] - radii[over]).clamp_min(0) + extra[over]) / nonzeros
+        extra[over] *= 2
+        shrunk[over] = _shrink_toward_zero(magnitudes[over], theta[over], signs[over])
+        written[over] = shrunk[over].abs().to(torch.float64)
+        norms[over] = written[over].sum(dim=1)
+        over = over[_exceeds_exactly(written[over], radii[over])]
+    return shrunk
+
+
+def _project_rows_torch_(vectors: Tensor, radii: Tensor) -> None:
+    """Project the rows of ``vectors`` that lie outside their ball, in place: the reference path, any device."""
     magnitudes = vectors.abs().to(torch.float64)
-    # A row this function wrote sums to c only up to rounding each entry to the dtype (<= c * eps / 2), so rows
-    # within c * eps count as inside: projecting again, or after a restart, then changes nothing.
-    outside = magnitudes.sum(dim=1) > radii * (1 + torch.finfo(_projection_dtype(vectors.dtype)).eps)
+    totals = magnitudes.sum(dim=1)
+    # A float64 sum of d magnitudes is within (d - 1) u of the exact one, in any order; (d + 2) eps covers it.
+    margin = (vectors.shape[1] + 2) * _EPS64
+    finite = torch.isfinite(totals)  # rows with a non-finite entry are left alone (the callback reports them)
+    outside = (totals * (1 - margin) > radii) & finite
+    unsure = ~outside & (totals * (1 + margin) > radii) & finite
+    if vectors.is_cuda:
+        # No exact tie-break here (it would synchronize with the host): a row whose norm is within the margin of c
+        # counts as outside. Were it inside, the projection moves its entries by at most an ulp toward zero.
+        outside |= unsure
+        vectors.copy_(torch.where(outside.unsqueeze(1), _projected(magnitudes, radii, vectors), vectors))
+        return
+    if bool(unsure.any()):
+        outside[unsure] = _exceeds_exactly(magnitudes[unsure], radii[unsure])
     if not bool(outside.any()):
         return
-    if not bool(outside.all()):
-        rows = outside.nonzero().squeeze(1)
-        vectors[rows] = _shrink(magnitudes[rows], radii[rows], vectors[rows]).to(vectors.dtype)
+    if bool(outside.all()):
+        vectors.copy_(_projected(magnitudes, radii, vectors))
         return
-    vectors.copy_(_shrink(magnitudes, radii, vectors))
+    rows = outside.nonzero().squeeze(1)
+    vectors[rows] = _projected(magnitudes[rows], radii[rows], vectors[rows])
 
 
-def _shrink(magnitudes: Tensor, radii: Tensor, signs: Tensor) -> Tensor:
-    """``sign(v) * max(|v| - theta, 0)`` in float64, reusing ``magnitudes``' memory."""
-    theta = _threshold(magnitudes, radii)
-    return magnitudes.sub_(theta.unsqueeze(1)).clamp_min_(0).copysign_(signs.to(torch.float64))
-
-
-def project_l1_ball_(vectors: Tensor, radius: float | Tensor) -> Tensor:
-    """Project each row of ``vectors`` onto the L1 ball of ``radius`` in place and return it.
-
-    Rows already inside the ball (up to one rounding of the dtype, ``||v||_1 <= c (1 + eps)``) are left bit-for-bit
-    unchanged, so the projection is idempotent. The threshold is computed in float64 and the result written back
-    in the input's dtype.
-
-    Args:
-        vectors: A 2-D floating tensor, one vector per row.
-        radius: A positive number or ``inf``, or a 1-D tensor with one radius per row.
-
-    Returns:
-        ``vectors``, modified in place.
-    """
-    if vectors.ndim != 2:
-        raise ValueError(
-            f"Expected `vectors` to be a 2-D tensor (one vector per row), got shape {tuple(vectors.shape)}"
-        )
-    if not vectors.is_floating_point():
-        raise ValueError(f"Expected `vectors` to have a floating dtype, got {vectors.dtype}")
+def _radii(vectors: Tensor, radius: float | Tensor) -> Tensor | None:
+    """One float64 radius per row on ``vectors``' device, or None for an infinite scalar radius; checks them."""
     if isinstance(radius, Tensor) and radius.numel() != 1:
         radii = radius.to(device=vectors.device, dtype=torch.float64).reshape(-1)
         if radii.shape[0] != vectors.shape[0]:
@@ -134,23 +206,71 @@ def project_l1_ball_(vectors: Tensor, radius: float | Tensor) -> Tensor:
             )
         if bool(torch.isnan(radii).any()) or bool((radii <= 0).any()):
             raise ValueError(f"Expected `radius` to be positive numbers or inf, got {radius.tolist()}")
-    else:
-        value = check_radius(radius)
-        if math.isinf(value):
-            return vectors
-        radii = torch.full((vectors.shape[0],), value, device=vectors.device, dtype=torch.float64)
-    if vectors.numel() == 0:
-        return vectors
+        return radii
+    value = check_radius(radius)
+    if math.isinf(value):
+        return None
+    return torch.full((vectors.shape[0],), value, device=vectors.device, dtype=torch.float64)
 
-    # On CPU, blocks of rows small enough to stay in cache: the threshold search makes several passes over
-    # |v|, and on a large layer those passes are bound by memory bandwidth, not arithmetic.
+
+def _as_numpy(tensor: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A NumPy view of ``tensor``'s memory and the same memory as integers of its width (for ulp steps)."""
+    array = tensor.detach().numpy()
+    return array, array.view(f"i{array.itemsize}")
+
+
+def _project_numba_(bias: Tensor | None, weight: Tensor, radii: Tensor) -> None:
+    """Run the compiled kernel on rows ``[bias[j], weight[j]]`` (weight 2-D), in place."""
+    kernel = _numba_kernel()
+    assert kernel is not None  # projection_backend chose this path
+    weight_array, weight_bits = _as_numpy(weight)
+    bias_array, bias_bits = _as_numpy(bias if bias is not None else weight.new_empty(0))
+    kernel.project_rows(bias_array, bias_bits, weight_array, weight_bits, bias is not None, radii.numpy())
+
+
+def _check_vectors(vectors: Tensor) -> None:
+    if vectors.ndim != 2:
+        raise ValueError(
+            f"Expected `vectors` to be a 2-D tensor (one vector per row), got shape {tuple(vectors.shape)}"
+        )
+    if not vectors.is_floating_point():
+        raise ValueError(f"Expected `vectors` to have a floating dtype, got {vectors.dtype}")
+
+
+@torch.no_grad()
+def project_l1_ball_(vectors: Tensor, radius: float | Tensor, backend: Backend = "auto") -> Tensor:
+    """Project each row of ``vectors`` onto the L1 ball of ``radius`` in place and return it.
+
+    Rows inside the ball (their exact L1 norm at most ``c``) are left bit-for-bit unchanged. The threshold is
+    computed in float64 and every written magnitude is rounded toward zero in the input's dtype, so each
+    projected row's exact L1 norm, from its stored values, is at most ``c`` in every dtype; projecting again
+    changes nothing (idempotent, bit for bit). Rows with a non-finite entry are left as they are.
+
+    Args:
+        vectors: A 2-D floating tensor, one vector per row.
+        radius: A positive number or ``inf``, or a 1-D tensor with one radius per row.
+        backend: ``"numba"`` (the fused CPU kernel), ``"torch"`` (the reference path, any device) or ``"auto"``
+            (see :func:`projection_backend`). Both give the same result to one rounding.
+
+    Returns:
+        ``vectors``, modified in place.
+    """
+    _check_vectors(vectors)
+    radii = _radii(vectors, radius)
+    path = projection_backend(vectors, backend)
+    if radii is None or vectors.numel() == 0:
+        return vectors
+    if path == "numba":
+        _project_numba_(None, vectors, radii)
+        return vectors
+    # On CPU, blocks of rows small enough to stay in cache: the torch path makes several passes over |v|.
     block = vectors.shape[0] if vectors.is_cuda else max(1, _CPU_BLOCK_ELEMENTS // vectors.shape[1])
     for start in range(0, vectors.shape[0], block):
-        _project_rows_(vectors[start : start + block], radii[start : start + block])
+        _project_rows_torch_(vectors[start : start + block], radii[start : start + block])
     return vectors
 
 
-def project_l1_ball(vectors: Tensor, radius: float | Tensor) -> Tensor:
+def project_l1_ball(vectors: Tensor, radius: float | Tensor, backend: Backend = "auto") -> Tensor:
     r"""Euclidean projection of each row of a 2-D tensor onto the L1 ball of ``radius``.
 
     For every row :math:`v` it returns the closest point of the ball,
@@ -161,11 +281,13 @@ def project_l1_ball(vectors: Tensor, radius: float | Tensor) -> Tensor:
         \qquad w_p = \operatorname{sign}(v_p)\max(|v_p| - \theta, 0),
 
     with :math:`\theta = 0` for rows inside the ball (Algorithm 2 of Wen et al., 2021; Duchi et al., 2008).
-    All rows are handled in one batched pass, with no Python loop over rows.
+    No Python loop over rows; the result is rounded toward zero in the input's dtype (see
+    :func:`project_l1_ball_`).
 
     Args:
         vectors: A 2-D floating tensor, one vector per row.
         radius: A positive number or ``inf``, or a 1-D tensor with one radius per row.
+        backend: The path, ``"auto"``, ``"numba"`` or ``"torch"`` (see :func:`projection_backend`).
 
     Returns:
         A new tensor of the same shape, dtype and device.
@@ -176,20 +298,23 @@ def project_l1_ball(vectors: Tensor, radius: float | Tensor) -> Tensor:
         tensor([[ 2.0000, -1.0000],
                 [ 0.5000,  1.0000]])
     """
-    return project_l1_ball_(vectors.clone(), radius)
+    return project_l1_ball_(vectors.clone(), radius, backend)
 
 
 @torch.no_grad()
-def project_module_(module: nn.Module, radius: float | Tensor) -> nn.Module:
+def project_module_(module: nn.Module, radius: float | Tensor, backend: Backend = "auto") -> nn.Module:
     r"""Project every neuron of a Linear or Conv layer onto the L1 ball of ``radius``, in place.
 
     A neuron is one output unit: the vector ``[bias[j], weight[j].flatten()]`` (the weights alone when the
-    layer has no bias), as in the paper's bias-augmented matrix :math:`\tilde V_\ell`. Parameters in half
-    precision are projected in float32 (or better) and written back.
+    layer has no bias), as in the paper's bias-augmented matrix :math:`\tilde V_\ell` (Algorithm 1 of Wen et al.,
+    2021, one Euclidean projection per neuron). On the numba path the kernel reads and writes ``bias`` and
+    ``weight`` where they are, with no concatenated copy. Parameters in half precision are projected with a
+    float64 threshold and written back rounded toward zero, so the stored neurons are inside the ball.
 
     Args:
         module: An ``nn.Linear`` or ``nn.Conv1d/2d/3d``.
         radius: A positive number or ``inf``, or one radius per output neuron.
+        backend: The path, ``"auto"``, ``"numba"`` or ``"torch"`` (see :func:`projection_backend`).
 
     Returns:
         ``module``.
@@ -208,6 +333,21 @@ def project_module_(module: nn.Module, radius: float | Tensor) -> nn.Module:
         Parameter containing:
         tensor([0.0000, 0.1000], requires_grad=True)
     """
-    vectors = neuron_vectors(module)
-    load_neuron_vectors_(module, project_l1_ball_(vectors, radius))
+    check_affine(module)
+    weight, bias = module.weight, module.bias
+    rows = weight.reshape(weight.shape[0], -1) if weight.is_contiguous() else None
+    in_place = (
+        rows is not None
+        and (bias is None or (bias.dtype == weight.dtype and bias.is_contiguous()))
+        and projection_backend(weight, backend) == "numba"
+    )
+    if in_place:
+        radii = _radii(rows, radius)
+        if radii is not None and rows.numel():
+            _project_numba_(bias, rows, radii)
+        return module
+    # Anything else (CUDA, half precision, channels-last weights): the rows as a copy in the stored dtype, so that
+    # the rounding toward zero happens in the dtype the parameters keep.
+    vectors = neuron_vectors(module).to(weight.dtype)
+    load_neuron_vectors_(module, project_l1_ball_(vectors, radius, "torch" if backend == "auto" else backend))
     return module

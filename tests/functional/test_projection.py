@@ -26,6 +26,7 @@ from l1inf_lightning.functional import (
     project_l1_ball,
     project_l1_ball_,
     project_module_,
+    projection_backend,
 )
 
 DEVICES = [
@@ -136,7 +137,9 @@ def assert_kkt(result: Tensor, vectors: Tensor, radius: float | Tensor) -> None:
         assert np.all(np.abs(v[~nonzero]) <= theta + 2 * tol), f"row {index}: a zeroed entry exceeds theta"
         if theta > 2 * tol:
             gap = abs(np.abs(w).sum() - c)
-            assert gap <= eps * c + dims * slack, f"row {index}: theta {theta} > 0 but ||w||_1 - c = {gap}"
+            # Rounding toward zero costs up to eps * c; raising theta until the stored row is inside the ball costs
+            # up to two ulps of theta per active entry, at most 2 eps ||v||_1: (dims + 2) slack covers both.
+            assert gap <= eps * c + (dims + 2) * slack, f"row {index}: theta {theta} > 0 but ||w||_1 - c = {gap}"
 
 
 # --------------------------------------------------------------------------------------------------- reference
@@ -371,16 +374,8 @@ def test_projection_keeps_inside_rows_signs_zeros_and_input(case: Case, device: 
 @given(case=cases())
 def test_projection_is_idempotent(case: Case) -> None:
     once = project_l1_ball(case.vectors, case.radius)
-    twice = project_l1_ball(once, case.radius)
-    # A projected row may sit a rounding error away from c (rounding to the dtype, and float64 cancellation in
-    # |v| - theta, which scales with ||v||_1), so a second pass may move it by at most that much.
-    w64, twice64 = as_float64(once), as_float64(twice)
-    radii = per_row(case.radius, w64.shape[0])[:, None]
-    eps = torch.finfo(case.vectors.dtype).eps
-    dims = w64.shape[1]
-    l1 = np.abs(as_float64(case.vectors)).sum(axis=1, keepdims=True)
-    bound = eps * (np.abs(w64) + np.minimum(radii, l1)) + dims * EPS64 * l1 + smallest_subnormal(case.vectors.dtype)
-    assert np.all(np.abs(twice64 - w64) <= bound)
+    # Every projected row is inside the ball exactly, in its dtype, so a second pass leaves it bit for bit.
+    assert_bitwise_equal(project_l1_ball(once, case.radius), once)
 
 
 @PROPERTY_SETTINGS
@@ -539,18 +534,23 @@ def test_project_module_projects_each_neuron(name: str, dtype: torch.dtype, devi
     assert float(l1inf_norm(layer)) <= radius * (1 + RTOL[dtype])
     after = neuron_vectors(layer)
     assert_matches_reference(after, before.to(dtype), radius)
-    # Parameters are written back exactly as projecting the neuron vectors (float32 for half layers) and casting.
-    expected = project_l1_ball(before, radius).to(dtype)
+    # Parameters are written back exactly as projecting the neuron vectors in the dtype they are stored in.
+    expected = project_l1_ball(before.to(dtype), radius)
     assert_bitwise_equal(after.to(dtype), expected)
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
-def test_project_module_projects_half_parameters_in_float32(dtype: torch.dtype) -> None:
+def test_project_module_writes_half_parameters_rounded_toward_zero(dtype: torch.dtype) -> None:
     layer = make_layer("linear", dtype)
-    projected_copy = project_l1_ball(torch.cat([layer.bias[:, None], layer.weight], dim=1).detach().float(), 2.0)
+    vectors = torch.cat([layer.bias[:, None], layer.weight], dim=1).detach()
+    exact = torch.from_numpy(np.stack([reference_projection(row, 2.0) for row in as_float64(vectors)]))
     project_module_(layer, 2.0)
-    assert_bitwise_equal(layer.bias.detach(), projected_copy[:, 0].to(dtype))
-    assert_bitwise_equal(layer.weight.detach(), projected_copy[:, 1:].to(dtype))
+    stored = torch.cat([layer.bias[:, None], layer.weight], dim=1).detach().double()
+    # Never above the exact projection in magnitude, and less than one ulp of the dtype below it (rounding to
+    # nearest, as a plain cast does, would sometimes land above).
+    assert torch.all(stored.abs() <= exact.abs() * (1 + 1e-12))
+    assert torch.all(exact.abs() - stored.abs() <= torch.finfo(dtype).eps * exact.abs() + 1e-12)
+    assert torch.all(torch.sign(stored) * torch.sign(exact) >= 0)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -606,3 +606,148 @@ def test_project_module_bad_radius_leaves_layer_alone() -> None:
 def test_project_module_rejects_non_affine_modules(module: nn.Module) -> None:
     with pytest.raises(TypeError, match=r"Expected an affine layer \(Linear, Conv1d, Conv2d, Conv3d\), got"):
         project_module_(module, 1.0)
+
+
+# ------------------------------------------------------------------------------------- the ball in the stored dtype
+
+
+def exact_l1_norms(tensor: Tensor) -> list[Fraction]:
+    """Each row's L1 norm as an exact rational, from the stored values (every float is a dyadic rational)."""
+    return [sum((Fraction(abs(x)) for x in row), Fraction(0)) for row in as_float64(tensor).tolist()]
+
+
+def assert_inside_exactly(tensor: Tensor, radius: float) -> None:
+    norms = exact_l1_norms(tensor)
+    worst = max(norms)
+    assert worst <= Fraction(radius), f"a stored row has L1 norm {float(worst)!r} > c = {radius!r}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_projected_rows_are_inside_the_ball_in_the_stored_dtype(dtype: torch.dtype) -> None:
+    # Issue 13, item 2: rounding the float64 projection to nearest left rows a few ulps above c (0.50085 for
+    # c = 0.5 in bfloat16); the exact norm of the stored values must be at most c.
+    vectors = random_vectors((400, 37), dtype, seed=13)
+    for radius in [0.5, 1.0 / 3.0, half_median_norm(vectors)]:
+        result = project_l1_ball(vectors, radius)
+        assert_inside_exactly(result, radius)
+        assert_matches_reference(result, vectors, radius)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["linear", "conv2d", "linear-no-bias"])
+def test_project_module_leaves_stored_neurons_inside_the_ball(name: str, dtype: torch.dtype) -> None:
+    layer = make_layer(name, dtype, seed=5)
+    for radius in [0.5, 0.3, 1.0 / 7.0]:
+        project_module_(layer, radius)
+        assert_inside_exactly(neuron_vectors(layer), radius)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_row_a_rounding_above_c_is_projected_and_one_on_it_is_not(dtype: torch.dtype) -> None:
+    # [c/2, c/2] sums to c exactly; nudging one entry up by an ulp puts the row just outside. The old rule
+    # ("inside up to one rounding") left that row above c; now only the exact sum decides.
+    half = torch.tensor([0.375], dtype=dtype)
+    bumped = (
+        torch.nextafter(half, torch.tensor([1.0], dtype=dtype)) if dtype in (torch.float32, torch.float64) else None
+    )
+    if bumped is None:  # no nextafter for half types on CPU: step the bits
+        bumped = (half.view(torch.int16) + 1).view(dtype)
+    on_sphere = torch.cat([half, half]).reshape(1, 2)
+    assert_bitwise_equal(project_l1_ball(on_sphere, 0.75), on_sphere)
+    outside = torch.cat([bumped, half]).reshape(1, 2)
+    result = project_l1_ball(outside, 0.75)
+    assert not torch.equal(result, outside)
+    assert_inside_exactly(result, 0.75)
+
+
+# ------------------------------------------------------------------------------------------------------ backends
+
+numba_only = pytest.mark.skipif(projection_backend(torch.ones(1, 1)) != "numba", reason="needs numba")
+
+
+@numba_only
+@PROPERTY_SETTINGS
+@given(case=cases())
+def test_numba_and_torch_paths_agree_to_one_rounding(case: Case) -> None:
+    if case.vectors.dtype not in (torch.float32, torch.float64):
+        return  # half precision has the torch path only
+    fast = project_l1_ball(case.vectors, case.radius, backend="numba")
+    reference = project_l1_ball(case.vectors, case.radius, backend="torch")
+    assert_feasible(fast, case.vectors, case.radius)
+    assert_kkt(fast, case.vectors, case.radius)
+    assert_matches_reference(fast, case.vectors, case.radius)
+    # Thresholds a few float64 ulps of ||v||_1 apart (they cancel against |v_p|), each result then rounded toward
+    # zero: one ulp of the dtype apart, plus those float64 ulps.
+    w_fast, w_reference = as_float64(fast), as_float64(reference)
+    l1 = np.abs(as_float64(case.vectors)).sum(axis=1, keepdims=True)
+    dims = case.vectors.shape[1]
+    eps = torch.finfo(case.vectors.dtype).eps
+    bound = eps * np.abs(w_reference) + 4 * (dims + 2) * EPS64 * l1 + smallest_subnormal(case.vectors.dtype)
+    assert np.all(np.abs(w_fast - w_reference) <= bound)
+    assert np.all(np.sign(w_fast) * np.sign(w_reference) >= 0)
+    radii = per_row(case.radius, w_fast.shape[0])
+    for result in (fast, reference):
+        norms = exact_l1_norms(result)
+        assert all(norm <= Fraction(c) for norm, c in zip(norms, radii, strict=True) if math.isfinite(c))
+
+
+@numba_only
+@pytest.mark.parametrize("name", LAYERS)
+def test_project_module_numba_path_writes_parameters_in_place(name: str) -> None:
+    fast, reference = make_layer(name, seed=2), make_layer(name, seed=2)
+    radius = half_median_norm(neuron_vectors(fast))
+    project_module_(fast, radius, backend="numba")
+    project_module_(reference, radius, backend="torch")
+    assert_matches_reference(neuron_vectors(fast), neuron_vectors(make_layer(name, seed=2)), radius)
+    for a, b in zip(fast.parameters(), reference.parameters(), strict=True):
+        # Float32 values of size ~1 and thresholds float64 ulps apart: at most one float32 ulp apart.
+        assert int((bits(a.detach()).long() - bits(b.detach()).long()).abs().max()) <= 1
+
+
+@numba_only
+def test_project_module_channels_last_weights_take_the_torch_path() -> None:
+    layer = make_layer("conv2d", seed=4).to(memory_format=torch.channels_last)
+    expected = project_l1_ball(neuron_vectors(layer), 1.0, backend="torch")
+    project_module_(layer, 1.0)
+    assert_bitwise_equal(neuron_vectors(layer), expected)
+
+
+def test_auto_falls_back_to_torch_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    from l1inf_lightning.functional import projection
+
+    monkeypatch.setattr(projection, "_numba_kernel", lambda: None)
+    vectors = random_vectors((20, 30), torch.float32, seed=1)
+    assert projection_backend(vectors) == "torch"
+    assert_bitwise_equal(project_l1_ball(vectors, 1.0), project_l1_ball(vectors, 1.0, backend="torch"))
+    with pytest.raises(ValueError, match=r"`backend='numba'` needs numba"):
+        project_l1_ball(vectors, 1.0, backend="numba")
+
+
+@pytest.mark.parametrize(
+    ("vectors", "backend", "message"),
+    [
+        (torch.ones(2, 3), "triton", r"Expected `backend` to be one of"),
+        (torch.ones(2, 3, dtype=torch.float16), "numba", r"float32 or float64 CPU tensors for `backend='numba'`"),
+    ],
+)
+def test_bad_backend_raises(vectors: Tensor, backend: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        project_l1_ball(vectors, 1.0, backend=backend)  # type: ignore[arg-type]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_projection_does_not_synchronize_with_the_host(dtype: torch.dtype) -> None:
+    layer = make_layer("conv2d", dtype, "cuda")
+    project_module_(layer, 0.5)  # warm-up: lazy initialization may synchronize once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            with torch.no_grad():
+                layer.weight.add_(0.01)
+            project_module_(layer, 0.5)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert float(l1inf_norm(layer)) <= 0.5

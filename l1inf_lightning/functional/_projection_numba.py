@@ -1,0 +1,194 @@
+r"""Fused per-row L1-ball projection on CPU, compiled with numba (the ``"numba"`` path of ``project_l1_ball_``).
+
+One neuron at a time, in place, on the stored parameters (float32 or float64; the bias may be a separate tensor):
+
+1. one read of the row from memory: :math:`|v_p|` into a float64 scratch row (in cache), and :math:`\|v\|_1`;
+2. a row inside the ball is left untouched (decided exactly: a float64 sum with its error bound, and Shewchuk's
+   exact summation when the sum is within that bound of :math:`c`);
+3. :math:`\theta` by Michelot's fixed point (1986; the variant of Condat, Math. Program. 158, 2016, that
+   compacts the survivors of each pass), on the cached row;
+4. one write: :math:`w_p = \operatorname{sign}(v_p)\,\mathrm{RZ}(|v_p| - \theta)`, rounded toward zero in the
+   stored dtype, so no magnitude grows; if the float64 sum of the written row cannot certify
+   :math:`\|w\|_1 \le c`, the exact sum decides, and :math:`\theta` is raised and the row written again until
+   the stored row's exact L1 norm is at most :math:`c` (issue 13, item 2). Float32 rows almost never need it.
+
+This module imports numba; ``projection.py`` imports it only on the first projection that takes this path.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_EPS = float(np.finfo(np.float64).eps)
+# Sums of magnitudes may be reassociated (SIMD): their error bound below holds for any order of summation.
+_REASSOC = {"reassoc"}
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _load_magnitudes(bias, weight, j, has_bias, a):  # pragma: no cover - compiled
+    """``a[:d] = |[bias[j], weight[j]]|`` in float64; returns their (float64, any-order) sum."""
+    offset = 0
+    total = 0.0
+    if has_bias:
+        a[0] = abs(np.float64(bias[j]))
+        total += a[0]
+        offset = 1
+    row = weight[j]
+    for i in range(row.shape[0]):
+        value = abs(np.float64(row[i]))
+        a[offset + i] = value
+        total += value
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _exceeds(a, d, radius, partials):  # pragma: no cover - compiled
+    """Whether the exact sum of ``a[:d]`` exceeds ``radius``: Shewchuk's msum (Python's ``math.fsum``).
+
+    The partials are non-overlapping and ordered by magnitude, so the sign of the exact sum of ``a[:d]`` and
+    ``-radius`` is the sign of the largest non-zero partial.
+    """
+    count = 0
+    for index in range(d + 1):
+        x = a[index] if index < d else -radius
+        kept = 0
+        for k in range(count):
+            y = partials[k]
+            if abs(x) < abs(y):
+                x, y = y, x
+            high = x + y
+            low = y - (high - x)
+            if low != 0.0:
+                partials[kept] = low
+                kept += 1
+            x = high
+        partials[kept] = x
+        count = kept + 1
+    for k in range(count - 1, -1, -1):
+        if partials[k] != 0.0:
+            return partials[k] > 0.0
+    return False
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _keep_above(source, n, theta, target):  # pragma: no cover - compiled
+    """Copy the entries of ``source[:n]`` above ``theta`` to the front of ``target`` (may be ``source``).
+
+    Returns their count and (any-order) sum. Branch-free, so it streams through the cached row.
+    """
+    count = 0
+    total = 0.0
+    for i in range(n):
+        y = source[i]
+        above = y > theta
+        target[count] = y
+        count += above
+        total += y if above else 0.0
+    return count, total
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _sum_above(values, n, theta):  # pragma: no cover - compiled
+    """Count and (any-order) sum of the entries of ``values[:n]`` above ``theta``; vectorizes."""
+    count = 0
+    total = 0.0
+    for i in range(n):
+        y = values[i]
+        above = y > theta
+        count += above
+        total += y if above else 0.0
+    return count, total
+
+
+@numba.njit(cache=True, nogil=True)
+def _michelot_threshold(a, d, radius, total, buffer):  # pragma: no cover - compiled
+    r"""Michelot's (1986) fixed point :math:`\theta \leftarrow (\sum_{a_p > \theta} a_p - c) / \#\{a_p > \theta\}`.
+
+    From :math:`\theta_0 = (\|a\|_1 - c) / d` the iterates increase and the active sets shrink (nested), so the
+    first pass keeps its survivors only (compacted into ``buffer``) and the later passes, which vectorize, run
+    over those; it ends when a pass keeps every entry of the previous active set.
+    """
+    theta = (total - radius) / d
+    n, kept = _keep_above(a, d, theta, buffer)  # everything else is at or below theta from now on
+    if n == d or n == 0:
+        return theta
+    count = n
+    while True:
+        # Rounding may nudge theta down; keeping it monotone keeps the active sets nested, so the loop ends.
+        theta = max(theta, (kept - radius) / count)
+        active, kept = _sum_above(buffer, n, theta)
+        if active == count or active == 0:
+            return theta
+        count = active
+        if 4 * count < n:  # most survivors are gone: compact again, so that later passes are short
+            n, kept = _keep_above(buffer, n, theta, buffer)
+
+
+@numba.njit(cache=True, nogil=True)
+def _write_shrunk(values, bits, magnitudes, theta, written):  # pragma: no cover - compiled
+    """``values[i] = sign(values[i]) * RZ(magnitudes[i] - theta)`` in the array's dtype, for every ``i``.
+
+    ``written[i]`` gets the magnitude stored, in float64. Returns the (sequential) sum of ``written`` and the
+    number of nonzero entries.
+    """
+    total = 0.0
+    nonzeros = 0
+    for i in range(values.shape[0]):
+        magnitude = magnitudes[i]
+        # Branch-free: which entries are zeroed, and which round up, is as unpredictable as a coin toss.
+        difference = max(magnitude - theta, 0.0)
+        # TwoSum: magnitude - theta == difference + error exactly (error is moot where difference is 0).
+        virtual = difference - magnitude
+        error = (magnitude - (difference - virtual)) + (-theta - virtual)
+        values[i] = np.copysign(difference, values[i])  # rounds to nearest in the stored dtype
+        stored = abs(np.float64(values[i]))
+        away = (stored > difference) | ((stored == difference) & (error < 0.0) & (difference > 0.0))
+        # Rounded away from zero: one ulp back. Floats are sign-magnitude, so bits - 1 shrinks |value|.
+        bits[i] -= away
+        stored = abs(np.float64(values[i]))
+        nonzeros += stored != 0.0
+        written[i] = stored
+        total += stored
+    return total, nonzeros
+
+
+@numba.njit(cache=True, nogil=True)
+def _write_row(bias, bias_bits, weight, weight_bits, j, has_bias, a, theta, written):  # pragma: no cover
+    """Write row ``j`` shrunk by ``theta``; ``written[:d]`` gets the stored magnitudes. Returns (sum, nonzeros)."""
+    total, nonzeros, offset = 0.0, 0, 0
+    if has_bias:
+        total, nonzeros = _write_shrunk(bias[j : j + 1], bias_bits[j : j + 1], a[:1], theta, written[:1])
+        offset = 1
+    row_total, row_nonzeros = _write_shrunk(weight[j], weight_bits[j], a[offset:], theta, written[offset:])
+    return total + row_total, nonzeros + row_nonzeros
+
+
+@numba.njit(cache=True, nogil=True)
+def project_rows(bias, bias_bits, weight, weight_bits, has_bias, radii):  # pragma: no cover - compiled
+    """Project every row ``[bias[j], weight[j]]`` onto the L1 ball of ``radii[j]`` in place (see module doc)."""
+    rows, fan_in = weight.shape
+    d = fan_in + (1 if has_bias else 0)
+    a = np.empty(d, np.float64)
+    buffer = np.empty(2 * d, np.float64)
+    partials = np.empty(2200, np.float64)  # msum's non-overlapping partials span at most 2098 bits
+    margin = (d + 2) * _EPS
+    for j in range(rows):
+        radius = radii[j]
+        if radius == np.inf:
+            continue
+        total = _load_magnitudes(bias, weight, j, has_bias, a)
+        if total * (1.0 + margin) <= radius or not np.isfinite(total):
+            continue  # inside the ball; non-finite rows are left as they are (the callback reports them)
+        if total * (1.0 - margin) <= radius and not _exceeds(a, d, radius, partials):
+            continue
+        theta = max(_michelot_threshold(a, d, radius, total, buffer), 0.0)
+        # Rounded toward zero, the row is almost always inside; the exact check settles the rest. Each miss raises
+        # theta by the measured excess per nonzero entry plus a step that starts at an ulp of c and doubles.
+        extra = _EPS * radius
+        for _ in range(1100):
+            total, nonzeros = _write_row(bias, bias_bits, weight, weight_bits, j, has_bias, a, theta, buffer)
+            if total * (1.0 + margin) <= radius or not _exceeds(buffer, d, radius, partials):
+                break
+            theta += (max(total - radius, 0.0) + extra) / max(nonzeros, 1)
+            extra *= 2.0
