@@ -6,13 +6,14 @@ import fnmatch
 import itertools
 import math
 import operator
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
@@ -28,6 +29,23 @@ __all__ = ["L1InfProjection"]
 Radius = float | str | Mapping[str, float | str]
 Mode = Literal["exact", "radius_aware"]
 MODES = ("exact", "radius_aware")
+# Modules whose own parameters hold rows that are neurons (weights times inputs, plus a bias) but that are not
+# nn.Linear / nn.Conv: attention's packed input projection, recurrent layers, bilinear maps.
+_NEURON_HOLDERS = (nn.MultiheadAttention, nn.RNNBase, nn.Bilinear)
+
+
+def _refuse_sharded_parameters(trainer: pl.Trainer, name: str) -> None:
+    """Raise under strategies that shard parameters: a rank holds a slice of each neuron's row, not the row."""
+    strategy = getattr(trainer, "strategy", None)
+    sharded = isinstance(strategy, FSDPStrategy) or (
+        isinstance(strategy, DeepSpeedStrategy) and getattr(strategy, "zero_stage_3", False)
+    )
+    if sharded:
+        raise RuntimeError(
+            f"`{name}` cannot project under {type(strategy).__name__}: it shards each parameter across ranks, so a "
+            "rank would project slices of neurons, not neurons. Use DDP (`strategy='ddp'`), or a strategy that keeps "
+            "whole parameters on every rank."
+        )
 
 
 class L1InfProjection(Callback):
@@ -193,6 +211,13 @@ class L1InfProjection(Callback):
             rules = [(pattern, self.radius) for pattern in self.layers]
         else:
             # The output layer T_{k+1} is left free: its norms enter the bounds instead.
+            if len(affine) == 1 and not math.isinf(self.radius):
+                raise ValueError(
+                    f"`{type(self).__name__}(radius={self.radius:g})` selects no layer of {type(pl_module).__name__} "
+                    f"by default: its only Linear/Conv layer, {names[0]!r}, is taken as the output layer, which is "
+                    f"left free. Name the layers to constrain, e.g. `{type(self).__name__}(radius={self.radius:g}, "
+                    f"layers={names!r})`."
+                )
             return {name: (module, self.radius) for name, module in affine[:-1]}
 
         unmatched = [pattern for pattern, _ in rules if not fnmatch.filter(names, pattern)]
@@ -210,7 +235,9 @@ class L1InfProjection(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _refuse_sharded_parameters(trainer, type(self).__name__)
         self._selected = self.select_layers(pl_module)
+        self._warn_free_neurons(pl_module)
         constrained = {name: entry for name, entry in self._selected.items() if not math.isinf(entry[1])}
         self._constrained = constrained
         if self.radius_aware:
@@ -323,10 +350,26 @@ class L1InfProjection(Callback):
 
         return hook
 
+    def _warn_free_neurons(self, pl_module: nn.Module) -> None:
+        """Warn once about parameters that hold neurons but are not Linear/Conv layers, so they stay free."""
+        owned = {id(p) for _, m in affine_layers(pl_module) for p in m.parameters(recurse=False)}
+        free = [
+            f"{module_name}.{name}" if module_name else name
+            for module_name, module in pl_module.named_modules()
+            if isinstance(module, _NEURON_HOLDERS)
+            for name, param in module.named_parameters(recurse=False)
+            if id(param) not in owned and param.ndim >= 2
+        ]
+        if free:
+            self._warn(
+                f"`{type(self).__name__}` projects nn.Linear and nn.Conv1d/2d/3d layers only; these weights of "
+                f"{type(pl_module).__name__} are neurons of other modules and are left unconstrained: {free}."
+            )
+
     def _warn(self, message: str) -> None:
         if message not in self._warned:  # once per fit, not once per step
             self._warned.add(message)
-            warnings.warn(message, UserWarning, stacklevel=3)
+            rank_zero_warn(message, category=UserWarning, stacklevel=3)
 
     @torch.no_grad()
     def _project(self, layers: dict[str, tuple[nn.Module, float]], step: int) -> None:
@@ -342,7 +385,8 @@ class L1InfProjection(Callback):
             bad = [name for name, ok in zip(layers, finite, strict=True) if not bool(ok)]
             raise ValueError(
                 f"`{type(self).__name__}` cannot project layers {bad}: their weights are not finite (NaN or inf)"
-                f" after {self.num_projections} projected steps. Training has diverged; lower the learning rate."
+                f" after {self.num_projections} projected steps. Training has diverged (lower the learning rate), or "
+                "the training data holds NaN or inf (`SparsityMonitor` checks it and names the first bad sample)."
             )
         for module, radius in layers.values():
             # In place, bias and weight where they are; stored rows end inside the ball in their own dtype.

@@ -3,7 +3,6 @@ r"""Log sparsity, the generalization gap and the paper's live bounds while train
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -11,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from typing_extensions import override
@@ -220,7 +220,7 @@ class SparsityMonitor(Callback):
                 "and (input, target) training batches to evaluate the training loss in eval mode; no gap is logged.",
             )
             return {}
-        train_loss, train_acc = self._evaluate(pl_module, loss_fn, self._data["loader"])
+        train_loss, train_acc = self._evaluate(trainer, pl_module, loss_fn, self._data["loader"])
         metrics = {"gap/loss": float(val_loss) - train_loss}
         val_acc = trainer.callback_metrics.get(self.val_acc_key) if self.val_acc_key else None
         if train_acc is not None and val_acc is not None:
@@ -229,7 +229,7 @@ class SparsityMonitor(Callback):
 
     @torch.no_grad()
     def _evaluate(
-        self, pl_module: pl.LightningModule, loss_fn: LossFn, loader: Iterable[Any]
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss_fn: LossFn, loader: Iterable[Any]
     ) -> tuple[float, float | None]:
         was_training = pl_module.training
         pl_module.eval()
@@ -237,10 +237,15 @@ class SparsityMonitor(Callback):
         predicted: set[int] = set()
         targets: set[int] = set()
         try:
+            # The batches as the training loop sees them: cast by the precision plugin (float64 under 64-true, bf16
+            # under bf16-true) and run under its autocast context (the mixed precisions).
+            precision = trainer.precision_plugin
             for x, y in loader:
-                x, y = x.to(pl_module.device), y.to(pl_module.device)
-                output = pl_module(x)
-                loss_sum += float(loss_fn(output, y)) * len(y)
+                x, y = precision.convert_input((x.to(pl_module.device), y.to(pl_module.device)))
+                with precision.forward_context():
+                    output = pl_module(x)
+                    loss = loss_fn(output, y)
+                loss_sum += float(loss) * len(y)
                 count += len(y)
                 classification = (
                     classification and output.ndim == 2 and output.shape[1] > 1 and not y.is_floating_point()
@@ -279,7 +284,9 @@ class SparsityMonitor(Callback):
             "bound/c": c_eff,
         }
         if m2 == 1:
-            metrics["bound/generalization"] = bounds.mse_generalization_bound(
+            # Theorem 5 bounds the gap of L_se = (y - f)^2 / 2, while gap/loss is that of the module's loss, the mean
+            # squared error (y - f)^2 = 2 L_se: the bound on the same loss as the gap is twice Theorem 5's.
+            metrics["bound/generalization"] = 2 * bounds.mse_generalization_bound(
                 c_eff, k, gamma, n, m1, self.delta, self._data["target_max"], o[0]
             )
         else:
@@ -308,14 +315,25 @@ class SparsityMonitor(Callback):
             return {}
         batch_size = getattr(loader, "batch_size", None) or 256
         scan = DataLoader(dataset, batch_size=max(batch_size, 256), shuffle=False)
-        input_scale, target_max = 0.0, 0.0
-        try:
-            for x, y in scan:
-                input_scale = max(input_scale, float(x.abs().max()))
-                target_max = max(target_max, float(y.abs().max()))
-        except (TypeError, ValueError):
-            self._warn_once("batches", "`SparsityMonitor` expects training batches of (input, target).")
-            return {}
+        input_scale, target_max, seen = 0.0, 0.0, 0
+        for batch in scan:
+            try:
+                x, y = batch
+                x.abs(), y.abs()
+            except (TypeError, ValueError, AttributeError):
+                self._warn_once("batches", "`SparsityMonitor` expects training batches of (input, target) tensors.")
+                return {}
+            for name, values in (("input", x), ("target", y)):
+                finite = torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+                if not bool(finite.all()):
+                    index = seen + int((~finite).nonzero()[0])
+                    raise ValueError(
+                        f"`SparsityMonitor`: the training data is not finite: sample {index} of the training set has "
+                        f"a NaN or inf {name}. Clean the data (training on it gives NaN weights)."
+                    )
+            input_scale = max(input_scale, float(x.abs().max()))
+            target_max = max(target_max, float(y.abs().max()))
+            seen += len(y)
         n = len(dataset)
         generator = torch.Generator().manual_seed(0)
         subset = torch.randperm(n, generator=generator)[: self.gap_samples].sort().values.tolist()
@@ -351,7 +369,7 @@ class SparsityMonitor(Callback):
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, UserWarning, stacklevel=2)
+            rank_zero_warn(message, category=UserWarning, stacklevel=3)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -378,6 +396,10 @@ def _histogram(weight: Tensor, bins: int = _HISTOGRAM_BINS) -> dict[str, Any]:
     every weight matrix, which measurably slowed the training epoch after each histogram.
     """
     values = weight.detach().reshape(-1).float().cpu()
+    # Diverged weights (NaN, inf) are left out of the histogram rather than crash the logging of a run.
+    values = values[torch.isfinite(values)]
+    if values.numel() == 0:
+        values = torch.zeros(1)
     low, high = float(values.min()), float(values.max())
     if low == high:
         low, high = low - 0.5, high + 0.5

@@ -11,6 +11,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 from torchmetrics import Accuracy, MeanSquaredError, Metric
+from typing_extensions import override
 
 from l1inf_lightning.functional import is_affine
 
@@ -39,6 +40,9 @@ class SupervisedModule(pl.LightningModule):
             ``val/loss`` for schedulers that monitor a metric.
         l1_penalty: λ of the penalty λ Σ|w| over the weights of every Linear/Conv layer.
         l2_penalty: λ of the penalty λ Σ w² over the same weights.
+        compile: Compile the network's forward pass with ``torch.compile`` for training (the network alone: logging
+            and the metrics stay outside the compiled region, which would otherwise recompile at every step). The
+            parameters and the checkpoints are the uncompiled network's.
 
     Example:
         >>> from l1inf_lightning.models.components import MLP
@@ -56,6 +60,7 @@ class SupervisedModule(pl.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         l1_penalty: float = 0.0,
         l2_penalty: float = 0.0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if task not in ("classification", "regression"):
@@ -73,6 +78,8 @@ class SupervisedModule(pl.LightningModule):
         self.scheduler = scheduler
         self.l1_penalty = l1_penalty
         self.l2_penalty = l2_penalty
+        self.compile = compile
+        self._compiled_net: Any = None
         self.affine_layers = [m for m in net.modules() if is_affine(m)]
         if not self.affine_layers:
             raise ValueError(f"Expected `net` to contain an nn.Linear or nn.Conv layer, got {type(net).__name__}")
@@ -90,9 +97,18 @@ class SupervisedModule(pl.LightningModule):
         # One metric object per split, as torchmetrics requires for correct accumulation.
         self.metrics = nn.ModuleDict({f"{split}_metric": make_metric() for split in ("train", "val", "test")})
 
+    @override
+    def setup(self, stage: str) -> None:
+        if self.compile and stage == "fit" and self._compiled_net is None:
+            # Kept out of the module tree (a plain attribute, not a submodule), so parameter names and state dict
+            # keys stay those of `net` and checkpoints load into an uncompiled module.
+            self.__dict__["_compiled_net"] = torch.compile(self.net)
+
+    @override
     def forward(self, x: Tensor) -> Tensor:
         """Network output: logits for classification, predictions for regression."""
-        return self.net(x)
+        net = self._compiled_net if self._compiled_net is not None and self.training else self.net
+        return net(x)
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         """The data loss: cross entropy, or mean squared error."""
