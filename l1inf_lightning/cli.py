@@ -6,10 +6,13 @@ c = 0.1; ``--projection.radius inf`` trains the unconstrained baseline.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shlex
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import lightning.pytorch as pl
@@ -21,7 +24,7 @@ from l1inf_lightning.callbacks import L1InfProjection
 from l1inf_lightning.functional import sparsity_rate
 from l1inf_lightning.models import SupervisedModule
 
-__all__ = ["L1InfCLI", "fit_cli", "next_steps", "summary_line"]
+__all__ = ["L1InfCLI", "fit_cli", "next_steps", "quiet_lightning_notices", "summary_line"]
 
 
 class L1InfCLI(LightningCLI):
@@ -128,6 +131,42 @@ def _display_path(path: str) -> str:
     absolute = os.path.abspath(path)
     relative = os.path.relpath(absolute)
     return absolute if relative.startswith(os.pardir) else relative
+
+
+# Lightning's advertisements for its cloud products (logged on every fit, once per rank-zero process) and a
+# deprecation warning from inside Lightning that a user cannot act on. Matched exactly, so nothing else is hidden.
+_LIGHTNING_TIP = "💡 Tip: For seamless cloud"
+_LEAFSPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class _DropLightningTips(logging.Filter):
+    """Drop the records of Lightning's "💡 Tip: For seamless cloud ..." messages."""
+
+    @override
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_LIGHTNING_TIP)
+
+
+@contextmanager
+def quiet_lightning_notices() -> Iterator[None]:
+    """Within the block, hide Lightning's cloud tips and the ``LeafSpec`` deprecation warning, nothing else.
+
+    The entry point (``commands.main``) runs in it, so a user of the command sees only what concerns the run; the
+    library's import changes no logging or warning state, so a user's own program still sees them.
+    """
+    tips = _DropLightningTips()
+    # rank_zero_info logs on the logger of whichever of Lightning's rank_zero modules was imported last: filter both.
+    loggers = [logging.getLogger(name) for name in _RANK_ZERO_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(tips)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_LEAFSPEC_DEPRECATION, category=FutureWarning)
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(tips)
 
 
 def fit_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> L1InfCLI:

@@ -171,6 +171,17 @@ def test_the_printed_test_command_reproduces_the_final_test_metrics(entry_point_
     assert float(metrics.split("test/acc")[1].split()[0]) == pytest.approx(final_acc, abs=1e-4)
 
 
+def test_entry_point_hides_lightning_tips_and_the_leafspec_warning_and_nothing_else(entry_point_fit):
+    assert not [message for message in entry_point_fit["records"] if "Tip:" in message]
+    assert any(message.startswith("GPU available") for message in entry_point_fit["records"])  # other info stays
+    assert not [message for message in entry_point_fit["warnings"] if "LeafSpec" in message]
+    # Scoped to the command: afterwards Lightning's loggers filter nothing and the warning shows again.
+    assert not logging.getLogger("lightning.pytorch.utilities.rank_zero").filters
+    leafspec = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)` instead."
+    with pytest.warns(FutureWarning, match="LeafSpec"):
+        warnings.warn(leafspec, FutureWarning, stacklevel=1)
+
+
 def test_default_checkpoint_saves_last_unless_the_config_says_otherwise(tmp_path):
     config = ["--config", str(SYNTHETIC["classification"]), *shrink(tmp_path)]
     assert fit_cli(config, run=False).trainer.checkpoint_callback.save_last is True
