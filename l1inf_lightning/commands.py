@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from l1inf_lightning import cv
-from l1inf_lightning.cli import fit_cli
+from l1inf_lightning.cli import fit_cli, next_steps, quiet_lightning_notices
 
 __all__ = ["COMMANDS", "main"]
 
@@ -19,13 +19,26 @@ COMMANDS: dict[str, Callable[[list[str]], Any]] = {"cv": cv.main}
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of ``l1inf-lightning`` and ``python -m l1inf_lightning``."""
+    """Entry point of ``l1inf-lightning`` and ``python -m l1inf_lightning``.
+
+    Lightning's cloud tips and a deprecation warning from inside Lightning are hidden for the command's duration
+    (:func:`~l1inf_lightning.cli.quiet_lightning_notices`), so a newcomer's output holds only what concerns the run.
+    A ``fit`` ends with what to do next (:func:`~l1inf_lightning.cli.next_steps`): printed here, not by the CLI, so
+    the fits that ``cv`` builds with :func:`~l1inf_lightning.cli.fit_cli` do not print it once per run.
+    """
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in COMMANDS:
-        COMMANDS[argv[0]](argv[1:])
-        return
-    if not argv or argv[0] in ("-h", "--help"):
-        print(
-            f"Commands beyond LightningCLI's: {', '.join(sorted(COMMANDS))} (see `l1inf-lightning <command> --help`).\n"
-        )
-    fit_cli(None if args is None else argv)
+    with quiet_lightning_notices():
+        if argv and argv[0] in COMMANDS:
+            COMMANDS[argv[0]](argv[1:])
+            return
+        if not argv or argv[0] in ("-h", "--help"):
+            print(
+                f"Commands beyond LightningCLI's: {', '.join(sorted(COMMANDS))} "
+                "(see `l1inf-lightning <command> --help`).\n"
+            )
+        cli = fit_cli(None if args is None else argv)
+        # Under DDP every rank runs the command; the next steps are printed once.
+        if cli.subcommand == "fit" and cli.trainer.is_global_zero:
+            steps = next_steps(cli.trainer, cli.config["fit"])
+            if steps:
+                print(steps)

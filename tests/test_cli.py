@@ -1,10 +1,16 @@
 """The LightningCLI entry point on the real synthetic configs, shrunk."""
 
+import contextlib
+import io
+import logging
 import math
+import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -101,3 +107,91 @@ def test_python_dash_m_entry_point_answers_help():
     )
     assert result.returncode == 0, result.stderr
     assert "--projection.radius" in result.stdout
+
+
+class _Records(logging.Handler):
+    """Keeps every record that reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def entry_point_fit(tmp_path_factory):
+    """One shrunk ``l1inf-lightning fit`` through the entry point: its stdout, Lightning's log records, its warnings."""
+    tmp_path = tmp_path_factory.mktemp("entry_point_fit")
+    records = _Records()
+    # Lightning's loggers do not propagate to the root logger (caplog's), so listen on them directly.
+    lightning_loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    for logger in lightning_loggers:
+        logger.addHandler(records)
+    stdout = io.StringIO()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(stdout):
+            warnings.simplefilter("always")
+            main(["fit", "--config", str(SYNTHETIC["classification"]), *shrink(tmp_path)])
+    finally:
+        for logger in lightning_loggers:
+            logger.removeHandler(records)
+    return {"out": stdout.getvalue(), "records": records.messages, "warnings": [str(w.message) for w in caught]}
+
+
+def printed(out: str, label: str) -> str:
+    """The value of the line ``label: value`` in ``out``."""
+    lines = [line for line in out.splitlines() if line.startswith(f"{label}:")]
+    assert len(lines) == 1, f"expected one {label!r} line in:\n{out}"
+    return lines[0].split(":", 1)[1].strip()
+
+
+def test_fit_ends_with_the_logs_the_checkpoint_and_the_commands_that_use_them(entry_point_fit):
+    out = entry_point_fit["out"]
+    tail = [line.split(":", 1)[0] for line in out.strip().splitlines()[-5:]]
+    assert tail == ["Final", "Logs", "TensorBoard", "Checkpoint", "Test it"]
+    log_dir = Path(printed(out, "Logs"))
+    assert log_dir.name == "version_0" and list(log_dir.glob("events.out.tfevents.*"))
+    assert printed(out, "TensorBoard") == f"tensorboard --logdir {shlex.quote(str(log_dir))}"
+    checkpoint = Path(printed(out, "Checkpoint"))
+    assert checkpoint == log_dir / "checkpoints" / "last.ckpt" and checkpoint.is_file()
+    command = shlex.split(printed(out, "Test it"))
+    assert command[:2] == ["l1inf-lightning", "test"]
+    assert command[2:] == ["--config", str(log_dir / "config.yaml"), "--ckpt_path", str(checkpoint)]
+
+
+def test_the_printed_test_command_reproduces_the_final_test_metrics(entry_point_fit, capsys):
+    out = entry_point_fit["out"]
+    final_acc = float(printed(out, "Final").split("test/acc=")[1].split()[0])
+    command = shlex.split(printed(out, "Test it"))
+    main([*command[1:], "--trainer.enable_progress_bar=false"])
+    metrics = capsys.readouterr().out
+    assert "test/acc" in metrics
+    assert float(metrics.split("test/acc")[1].split()[0]) == pytest.approx(final_acc, abs=1e-4)
+
+
+def test_entry_point_hides_lightning_tips_and_the_leafspec_warning_and_nothing_else(entry_point_fit):
+    assert not [message for message in entry_point_fit["records"] if "Tip:" in message]
+    assert any(message.startswith("GPU available") for message in entry_point_fit["records"])  # other info stays
+    assert not [message for message in entry_point_fit["warnings"] if "LeafSpec" in message]
+    # Scoped to the command: afterwards Lightning's loggers filter nothing and the warning shows again.
+    assert not logging.getLogger("lightning.pytorch.utilities.rank_zero").filters
+    leafspec = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)` instead."
+    with pytest.warns(FutureWarning, match="LeafSpec"):
+        warnings.warn(leafspec, FutureWarning, stacklevel=1)
+
+
+def test_default_checkpoint_saves_last_unless_the_config_says_otherwise(tmp_path):
+    config = ["--config", str(SYNTHETIC["classification"]), *shrink(tmp_path)]
+    assert fit_cli(config, run=False).trainer.checkpoint_callback.save_last is True
+    explicit = ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.save_last=false"]
+    checkpoints = fit_cli([*config, *explicit], run=False).trainer.checkpoint_callbacks
+    assert [checkpoint.save_last for checkpoint in checkpoints] == [False]
+
+
+def test_summary_and_next_steps_are_printed_by_rank_zero_only(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(pl.Trainer, "is_global_zero", property(lambda self: False))
+    main(["fit", "--config", str(SYNTHETIC["classification"]), *shrink(tmp_path, "--trainer.max_epochs=1")])
+    out = capsys.readouterr().out
+    assert "Final:" not in out and "Logs:" not in out and "Test it:" not in out
