@@ -5,6 +5,8 @@ The one place that dispatches. ``cli.py`` knows nothing of ``cv``, so ``cv`` can
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,6 +18,8 @@ __all__ = ["COMMANDS", "main"]
 
 # Commands beyond LightningCLI's subcommands: name -> function of the remaining arguments.
 COMMANDS: dict[str, Callable[[list[str]], Any]] = {"cv": cv.main}
+# The exit statuses of a command stopped by SIGINT or SIGTERM (128 + the signal's number).
+_STOPPED_BY_SIGNAL = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 
 def main(args: Sequence[str] | None = None) -> None:
@@ -29,7 +33,16 @@ def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     with quiet_lightning_notices():
         if argv and argv[0] in COMMANDS:
-            COMMANDS[argv[0]](argv[1:])
+            try:
+                COMMANDS[argv[0]](argv[1:])
+            except SystemExit as stop:
+                if args is None and stop.code in _STOPPED_BY_SIGNAL:
+                    # The program was stopped by Ctrl-C or SIGTERM and has recorded everything (backends shut down):
+                    # leave without tearing torch down, which takes seconds, so that the stop is prompt.
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(stop.code)
+                raise
             return
         if not argv or argv[0] in ("-h", "--help"):
             print(
