@@ -21,10 +21,11 @@ layer has weights :math:`s W_1` and the same bias, so the bounds apply to :math:
 it would only hold for data no larger than the training maximum). The caller then passes the largest of the rescaled
 first-layer norm and the other hidden layers' norms as ``c``.
 
-``c = math.inf`` is the unconstrained baseline: every bound is then ``inf`` for ``k >= 1``, while for ``k = 0`` (no
-hidden layer) :math:`(\gamma c)^0 = 1` and the bound is finite. A zero factor (``o = 0``, ``rho = 0``) makes its term
-zero even when ``c = inf``: the class then holds only the zero function (or the loss ignores it), so the bound is 0 for
-every finite ``c`` and we keep that limit instead of returning ``nan``.
+``c = math.inf`` (or ``"inf"``, as YAML and the command line write it) is the unconstrained baseline: every bound is
+then ``inf`` for ``k >= 1``, while for ``k = 0`` (no hidden layer) :math:`(\gamma c)^0 = 1` and the bound is finite.
+A zero factor (``o = 0``, ``rho = 0``) makes its term zero even when ``c = inf``: the class then holds only the zero
+function (or the loss ignores it), so the bound is 0 for every finite ``c`` and we keep that limit instead of
+returning ``nan``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import math
 from collections.abc import Iterable, Sequence
 from numbers import Real
 
-from l1inf_lightning._checks import check_int
+from l1inf_lightning._checks import check_int, check_radius
 
 __all__ = [
     "asymptotic_depth_factor",
@@ -67,13 +68,6 @@ def _as_real(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
         return None
     return float(value)
-
-
-def _check_radius(value: object, name: str = "c") -> float:
-    real = _as_real(value)
-    if real is None or real <= 0:
-        raise ValueError(f"Expected `{name}` to be a positive number or inf, got {value!r}")
-    return real
 
 
 def _check_positive_finite(value: object, name: str) -> float:
@@ -205,7 +199,7 @@ def complexity_term(c: float, k: int, gamma: float, m1: int) -> float:
         >>> round(complexity_term(c=1.0, k=1, gamma=1.0, m1=10), 4)
         9.5122
     """
-    c = _check_radius(c)
+    c = check_radius(c, "c")
     k = check_int("k", k, 0)
     gamma = _check_positive_finite(gamma, "gamma")
     m1 = check_int("m1", m1, 1)
@@ -273,7 +267,7 @@ def output_sup_bound(o_max: float, c: float, k: int, gamma: float) -> float:
         12.0
     """
     o_max = _check_non_negative(o_max, "o_max")
-    c = _check_radius(c)
+    c = check_radius(c, "c")
     k = check_int("k", k, 0)
     gamma = _check_positive_finite(gamma, "gamma")
     return _product(o_max, max(1.0, _power(gamma * c, k)))
@@ -362,7 +356,7 @@ def mse_generalization_bound(
         ...       4)
         3.8644
     """
-    c = _check_radius(c)
+    c = check_radius(c, "c")
     n = check_int("n", n, 1)
     delta = _check_probability(delta, "delta")
     b0 = _check_non_negative(b0, "b0")
@@ -417,7 +411,7 @@ def mae_generalization_bound(
         ...                                delta0=0.1), 4)
         2.8997
     """
-    c = _check_radius(c)
+    c = check_radius(c, "c")
     k = check_int("k", k, 0)
     gamma = _check_positive_finite(gamma, "gamma")
     n = check_int("n", n, 1)
@@ -540,7 +534,7 @@ def cross_entropy_generalization_bound(
         ...       4)
         4.3862
     """
-    c = _check_radius(c)
+    c = check_radius(c, "c")
     n = check_int("n", n, 1)
     m2 = check_int("m2", m2, 2)
     delta = _check_probability(delta, "delta")
@@ -594,7 +588,7 @@ def depth_regime(c: float, gamma: float) -> str:
         >>> depth_regime(c=4.0, gamma=0.25)
         'critical'
     """
-    gamma_c = _check_positive_finite(gamma, "gamma") * _check_radius(c)
+    gamma_c = _check_positive_finite(gamma, "gamma") * check_radius(c, "c")
     if math.isclose(gamma_c, 1.0):
         return "critical"
     return "contracting" if gamma_c < 1 else "expanding"
