@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from numbers import Real
 
 from l1inf_lightning._checks import check_int, check_radius
+from l1inf_lightning.functional.activations import ACTIVATIONS, check_activation
 
 __all__ = [
     "asymptotic_depth_factor",
@@ -50,8 +51,6 @@ __all__ = [
     "rademacher_bound",
     "rescaled_l1inf_norm",
 ]
-
-_LIPSCHITZ_CONSTANTS: dict[str, float] = {"relu": 1.0, "sigmoid": 0.25, "tanh": 1.0}
 
 # Relative slack when checking that a given norm is at least the max / sum of its per-class parts, so that norms
 # reduced in float32 by the caller are not rejected for rounding.
@@ -167,11 +166,7 @@ def lipschitz_constant(activation: str) -> float:
         >>> lipschitz_constant("sigmoid")
         0.25
     """
-    key = activation.lower() if isinstance(activation, str) else None
-    if key not in _LIPSCHITZ_CONSTANTS:
-        valid = ", ".join(repr(name) for name in _LIPSCHITZ_CONSTANTS)
-        raise ValueError(f"Expected `activation` to be one of {valid}, got {activation!r}")
-    return _LIPSCHITZ_CONSTANTS[key]
+    return ACTIVATIONS[check_activation(activation)].lipschitz
 
 
 def complexity_term(c: float, k: int, gamma: float, m1: int) -> float:
