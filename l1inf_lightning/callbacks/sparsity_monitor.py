@@ -19,7 +19,7 @@ from l1inf_lightning._checks import check_int
 from l1inf_lightning.callbacks.l1inf_projection import L1InfProjection
 from l1inf_lightning.functional import bounds
 from l1inf_lightning.functional.network import NetworkMeasure, affine_layers, measure_network
-from l1inf_lightning.functional.norms import l1inf_norm
+from l1inf_lightning.functional.norms import dead_neurons, l1inf_norm, sparsity_rate
 
 __all__ = ["SparsityMonitor", "first_layer_image"]
 
@@ -191,16 +191,11 @@ class SparsityMonitor(Callback):
     @torch.no_grad()
     def _sparsity_metrics(self, pl_module: nn.Module) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        zeros = total = 0
         for name, layer in affine_layers(pl_module):
-            weight = layer.weight.detach()
-            is_zero = (weight == 0).reshape(weight.shape[0], -1)
-            layer_zeros = int(is_zero.sum())
-            zeros, total = zeros + layer_zeros, total + weight.numel()
-            metrics[f"sparsity/{name}"] = layer_zeros / weight.numel()
-            metrics[f"dead/{name}"] = float(is_zero.all(dim=1).sum())
+            metrics[f"sparsity/{name}"] = float(sparsity_rate(layer))
+            metrics[f"dead/{name}"] = float(dead_neurons(layer))
             metrics[f"norm/{name}"] = float(l1inf_norm(layer))
-        metrics["sparsity/overall"] = zeros / total
+        metrics["sparsity/overall"] = float(sparsity_rate(pl_module))
         return metrics
 
     def _gap_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
@@ -273,27 +268,10 @@ class SparsityMonitor(Callback):
         if reason is not None:
             self._warn_once("bound", f"`SparsityMonitor` does not log the bounds: {reason}.")
             return {}
-        gamma = bounds.lipschitz_constant(measure.activation)
-        c_eff = c * max(1.0, self._data["input_scale"])
-        n, k, m1, m2 = self._data["n"], measure.k, measure.m1, measure.m2
-        o = measure.output_column_l1
-        metrics = {
-            # Theorem 1 is stated for one output; with several, for the output unit with the largest o_j.
-            "bound/rademacher": bounds.rademacher_bound(c_eff, k, max(o), gamma, n, m1),
-            "bound/output_sup": bounds.output_sup_bound(max(o), c_eff, k, gamma),
-            "bound/c": c_eff,
-        }
-        if m2 == 1:
-            # Theorem 5 bounds the gap of L_se = (y - f)^2 / 2, while gap/loss is that of the module's loss, the mean
-            # squared error (y - f)^2 = 2 L_se: the bound on the same loss as the gap is twice Theorem 5's.
-            metrics["bound/generalization"] = 2 * bounds.mse_generalization_bound(
-                c_eff, k, gamma, n, m1, self.delta, self._data["target_max"], o[0]
-            )
-        else:
-            metrics["bound/generalization"] = bounds.cross_entropy_generalization_bound(
-                c_eff, k, gamma, n, m1, m2, self.delta, max(o), o, sum(o)
-            )
-        return metrics
+        values = bounds.network_bounds(
+            measure, c, self._data["n"], self._data["input_scale"], self._data["target_max"], self.delta
+        )
+        return {f"bound/{key}": value for key, value in values.items()}
 
     @staticmethod
     def _configured_radius(trainer: pl.Trainer, measure: NetworkMeasure) -> float:

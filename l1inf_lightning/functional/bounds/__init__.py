@@ -40,7 +40,7 @@ from l1inf_lightning.functional.bounds.complexity import (
     output_sup_bound,
     rademacher_bound,
 )
-from l1inf_lightning.functional.bounds.measured import rescaled_l1inf_norm
+from l1inf_lightning.functional.bounds.measured import network_bounds, rescaled_l1inf_norm
 from l1inf_lightning.functional.bounds.regression import (
     generalization_bound_fixed_output,
     mae_generalization_bound,
@@ -57,6 +57,7 @@ __all__ = [
     "lipschitz_constant",
     "mae_generalization_bound",
     "mse_generalization_bound",
+    "network_bounds",
     "output_sup_bound",
     "rademacher_bound",
     "rescaled_l1inf_norm",
