@@ -2,7 +2,9 @@ r"""Log sparsity, the generalization gap and the paper's live bounds while train
 
 from __future__ import annotations
 
+import glob
 import math
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -11,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from typing_extensions import override
@@ -55,9 +58,10 @@ class SparsityMonitor(Callback):
     activations) the ``bound/*`` tags are not logged and one warning says why. Weight histograms and an
     image of the first hidden layer's first 20 neurons go to TensorBoard every ``image_every_n_epochs``.
     At the end of training the hyperparameters (c, architecture, n, and those the module and datamodule saved)
-    are logged with the final metrics so runs over c compare in TensorBoard's HPARAMS tab. So that this is the
-    run's first hparams summary, which TensorBoard shows, the monitor turns off a TensorBoardLogger's
-    placeholder ``hp_metric`` for the duration of the fit.
+    are logged with the final metrics so runs over c compare in TensorBoard's HPARAMS tab. TensorBoard shows a run's
+    first hparams summary only, and a ``TensorBoardLogger`` writes a placeholder one (``hp_metric``) at fit start
+    unless created with ``default_hp_metric=False``, as the configs do; the monitor warns once when it finds one
+    there (or cannot read the event files to tell).
 
     Args:
         log_every_n_epochs: Epochs between scalar logs.
@@ -98,31 +102,22 @@ class SparsityMonitor(Callback):
         self.last_metrics: dict[str, float] = {}
         self._data: dict[str, Any] = {}
         self._warned: set[str] = set()
-        self._placeholder_loggers: list[TensorBoardLogger] = []
         self._single_class: tuple[int, int] | None = None
-
-    @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        # TensorBoard shows the first hparams summary of a run. With its default placeholder metric
-        # (hp_metric = -1) a TensorBoardLogger writes one at fit start, before c, the architecture and n are
-        # known, which would hide the summary written at the end of training; without it, the start-of-fit call
-        # writes only hparams.yaml.
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger) and getattr(logger, "_default_hp_metric", False):
-                logger._default_hp_metric = False
-                self._placeholder_loggers.append(logger)
-
-    @override
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        for logger in self._placeholder_loggers:
-            logger._default_hp_metric = True
-        self._placeholder_loggers = []
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._data = self._scan_training_data(trainer)
+        # The Trainer has logged the initial hyperparameters by now: a summary already in the event files is the one
+        # TensorBoard will show in place of ours (the placeholder of a TensorBoardLogger left at default_hp_metric).
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and _holds_hparams_summary(logger) is not False:
+                self._warn_once(
+                    "hp_metric",
+                    "`SparsityMonitor` writes its hparams summary (c, architecture, n, final metrics) at the end of "
+                    "training, and TensorBoard shows only a run's first one: this TensorBoardLogger has written one "
+                    "already, or its event files cannot be read to tell. Create it with `default_hp_metric=False` "
+                    "(the configs do) so that the HPARAMS tab shows the monitor's.",
+                )
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -356,6 +351,24 @@ class SparsityMonitor(Callback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last_metrics = dict(state_dict.get("last_metrics", {}))
+
+
+def _holds_hparams_summary(logger: TensorBoardLogger) -> bool | None:
+    """Whether ``logger``'s local event files already hold an hparams summary; ``None`` when none can be read.
+
+    Read back through TensorBoard's own event-file loader, after a flush: Lightning has no public way to ask a
+    ``TensorBoardLogger`` whether it writes the placeholder (``default_hp_metric`` is stored privately).
+    """
+    logger.experiment.flush()
+    paths = sorted(glob.glob(os.path.join(glob.escape(str(logger.log_dir)), "events.out.tfevents.*")))
+    if not paths:
+        return None  # e.g. a remote log_dir
+    return any(
+        value.metadata.plugin_data.plugin_name == "hparams"
+        for path in paths
+        for event in EventFileLoader(path).Load()
+        for value in event.summary.value
+    )
 
 
 def _initial_hparams(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
