@@ -12,6 +12,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from torch import nn
+from torchmetrics import Metric
 
 from l1inf_lightning.functional.activations import activation_name, check_activation
 from l1inf_lightning.functional.norms import is_affine, neuron_l1_norms
@@ -79,8 +80,6 @@ def _output_scale(layer: nn.Module) -> float:
 
 def _leaves(module: nn.Module) -> list[tuple[str, nn.Module]]:
     # torchmetrics objects hold no weights of the net; skip them and everything below them.
-    from torchmetrics import Metric
-
     leaves = []
     skip: list[str] = []
     for name, child in module.named_modules():
