@@ -2,7 +2,9 @@ r"""Log sparsity, the generalization gap and the paper's live bounds while train
 
 from __future__ import annotations
 
+import glob
 import math
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -11,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from typing_extensions import override
@@ -19,7 +22,7 @@ from l1inf_lightning._checks import check_int
 from l1inf_lightning.callbacks.l1inf_projection import L1InfProjection
 from l1inf_lightning.functional import bounds
 from l1inf_lightning.functional.network import NetworkMeasure, affine_layers, measure_network
-from l1inf_lightning.functional.norms import l1inf_norm
+from l1inf_lightning.functional.norms import dead_neurons, l1inf_norm, sparsity_rate
 
 __all__ = ["SparsityMonitor", "first_layer_image"]
 
@@ -55,9 +58,10 @@ class SparsityMonitor(Callback):
     activations) the ``bound/*`` tags are not logged and one warning says why. Weight histograms and an
     image of the first hidden layer's first 20 neurons go to TensorBoard every ``image_every_n_epochs``.
     At the end of training the hyperparameters (c, architecture, n, and those the module and datamodule saved)
-    are logged with the final metrics so runs over c compare in TensorBoard's HPARAMS tab. So that this is the
-    run's first hparams summary, which TensorBoard shows, the monitor turns off a TensorBoardLogger's
-    placeholder ``hp_metric`` for the duration of the fit.
+    are logged with the final metrics so runs over c compare in TensorBoard's HPARAMS tab. TensorBoard shows a run's
+    first hparams summary only, and a ``TensorBoardLogger`` writes a placeholder one (``hp_metric``) at fit start
+    unless created with ``default_hp_metric=False``, as the configs do; the monitor warns once when it finds one
+    there (or cannot read the event files to tell).
 
     Args:
         log_every_n_epochs: Epochs between scalar logs.
@@ -98,31 +102,22 @@ class SparsityMonitor(Callback):
         self.last_metrics: dict[str, float] = {}
         self._data: dict[str, Any] = {}
         self._warned: set[str] = set()
-        self._placeholder_loggers: list[TensorBoardLogger] = []
         self._single_class: tuple[int, int] | None = None
-
-    @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        # TensorBoard shows the first hparams summary of a run. With its default placeholder metric
-        # (hp_metric = -1) a TensorBoardLogger writes one at fit start, before c, the architecture and n are
-        # known, which would hide the summary written at the end of training; without it, the start-of-fit call
-        # writes only hparams.yaml.
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger) and getattr(logger, "_default_hp_metric", False):
-                logger._default_hp_metric = False
-                self._placeholder_loggers.append(logger)
-
-    @override
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        for logger in self._placeholder_loggers:
-            logger._default_hp_metric = True
-        self._placeholder_loggers = []
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._data = self._scan_training_data(trainer)
+        # The Trainer has logged the initial hyperparameters by now: a summary already in the event files is the one
+        # TensorBoard will show in place of ours (the placeholder of a TensorBoardLogger left at default_hp_metric).
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and _holds_hparams_summary(logger) is not False:
+                self._warn_once(
+                    "hp_metric",
+                    "`SparsityMonitor` writes its hparams summary (c, architecture, n, final metrics) at the end of "
+                    "training, and TensorBoard shows only a run's first one: this TensorBoardLogger has written one "
+                    "already, or its event files cannot be read to tell. Create it with `default_hp_metric=False` "
+                    "(the configs do) so that the HPARAMS tab shows the monitor's.",
+                )
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -191,16 +186,11 @@ class SparsityMonitor(Callback):
     @torch.no_grad()
     def _sparsity_metrics(self, pl_module: nn.Module) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        zeros = total = 0
         for name, layer in affine_layers(pl_module):
-            weight = layer.weight.detach()
-            is_zero = (weight == 0).reshape(weight.shape[0], -1)
-            layer_zeros = int(is_zero.sum())
-            zeros, total = zeros + layer_zeros, total + weight.numel()
-            metrics[f"sparsity/{name}"] = layer_zeros / weight.numel()
-            metrics[f"dead/{name}"] = float(is_zero.all(dim=1).sum())
+            metrics[f"sparsity/{name}"] = float(sparsity_rate(layer))
+            metrics[f"dead/{name}"] = float(dead_neurons(layer))
             metrics[f"norm/{name}"] = float(l1inf_norm(layer))
-        metrics["sparsity/overall"] = zeros / total
+        metrics["sparsity/overall"] = float(sparsity_rate(pl_module))
         return metrics
 
     def _gap_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
@@ -273,27 +263,10 @@ class SparsityMonitor(Callback):
         if reason is not None:
             self._warn_once("bound", f"`SparsityMonitor` does not log the bounds: {reason}.")
             return {}
-        gamma = bounds.lipschitz_constant(measure.activation)
-        c_eff = c * max(1.0, self._data["input_scale"])
-        n, k, m1, m2 = self._data["n"], measure.k, measure.m1, measure.m2
-        o = measure.output_column_l1
-        metrics = {
-            # Theorem 1 is stated for one output; with several, for the output unit with the largest o_j.
-            "bound/rademacher": bounds.rademacher_bound(c_eff, k, max(o), gamma, n, m1),
-            "bound/output_sup": bounds.output_sup_bound(max(o), c_eff, k, gamma),
-            "bound/c": c_eff,
-        }
-        if m2 == 1:
-            # Theorem 5 bounds the gap of L_se = (y - f)^2 / 2, while gap/loss is that of the module's loss, the mean
-            # squared error (y - f)^2 = 2 L_se: the bound on the same loss as the gap is twice Theorem 5's.
-            metrics["bound/generalization"] = 2 * bounds.mse_generalization_bound(
-                c_eff, k, gamma, n, m1, self.delta, self._data["target_max"], o[0]
-            )
-        else:
-            metrics["bound/generalization"] = bounds.cross_entropy_generalization_bound(
-                c_eff, k, gamma, n, m1, m2, self.delta, max(o), o, sum(o)
-            )
-        return metrics
+        values = bounds.network_bounds(
+            measure, c, self._data["n"], self._data["input_scale"], self._data["target_max"], self.delta
+        )
+        return {f"bound/{key}": value for key, value in values.items()}
 
     @staticmethod
     def _configured_radius(trainer: pl.Trainer, measure: NetworkMeasure) -> float:
@@ -378,6 +351,24 @@ class SparsityMonitor(Callback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last_metrics = dict(state_dict.get("last_metrics", {}))
+
+
+def _holds_hparams_summary(logger: TensorBoardLogger) -> bool | None:
+    """Whether ``logger``'s local event files already hold an hparams summary; ``None`` when none can be read.
+
+    Read back through TensorBoard's own event-file loader, after a flush: Lightning has no public way to ask a
+    ``TensorBoardLogger`` whether it writes the placeholder (``default_hp_metric`` is stored privately).
+    """
+    logger.experiment.flush()
+    paths = sorted(glob.glob(os.path.join(glob.escape(str(logger.log_dir)), "events.out.tfevents.*")))
+    if not paths:
+        return None  # e.g. a remote log_dir
+    return any(
+        value.metadata.plugin_data.plugin_name == "hparams"
+        for path in paths
+        for event in EventFileLoader(path).Load()
+        for value in event.summary.value
+    )
 
 
 def _initial_hparams(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:

@@ -177,7 +177,9 @@ class FoldableDataModule(LightningDataModule, ABC):
         }
         self.hparams["fold_info"] = dict(self._fold_info)
         # The Trainer logs `hparams_initial`, frozen by `save_hyperparameters`, and logs it after `setup`: the fold
-        # sizes are only known now, so they are added there too.
+        # sizes are only known now, so they are added there too. Private API: Lightning has no public way to extend
+        # `hparams_initial` after `__init__`, and calling `save_hyperparameters` here would search the call stack
+        # for constructor arguments.
         if not hasattr(self, "_hparams_initial"):
             self._hparams_initial = AttributeDict()
         self._hparams_initial["fold_info"] = dict(self._fold_info)

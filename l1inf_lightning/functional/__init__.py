@@ -2,7 +2,10 @@
 
 from l1inf_lightning.functional.norms import (
     AFFINE_TYPES,
+    HALF_DTYPES,
     check_affine,
+    compute_dtype,
+    dead_neurons,
     is_affine,
     l1inf_norm,
     load_neuron_vectors_,
@@ -22,8 +25,11 @@ from l1inf_lightning.functional.projection import (
 __all__ = [
     "AFFINE_TYPES",
     "BACKENDS",
+    "HALF_DTYPES",
     "check_affine",
     "check_radius",
+    "compute_dtype",
+    "dead_neurons",
     "is_affine",
     "l1inf_norm",
     "load_neuron_vectors_",

@@ -12,12 +12,13 @@ import itertools
 from dataclasses import dataclass, field
 
 from torch import nn
+from torchmetrics import Metric
 
+from l1inf_lightning.functional.activations import activation_name, check_activation
 from l1inf_lightning.functional.norms import is_affine, neuron_l1_norms
 
-__all__ = ["ACTIVATION_NAMES", "NetworkMeasure", "affine_layers", "measure_network"]
+__all__ = ["NetworkMeasure", "affine_layers", "measure_network"]
 
-ACTIVATION_NAMES: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 # Leaves that do not change what the theorems see: dropout is the identity in eval mode.
 _TRANSPARENT = (nn.Dropout, nn.Flatten, nn.Identity)
 
@@ -79,8 +80,6 @@ def _output_scale(layer: nn.Module) -> float:
 
 def _leaves(module: nn.Module) -> list[tuple[str, nn.Module]]:
     # torchmetrics objects hold no weights of the net; skip them and everything below them.
-    from torchmetrics import Metric
-
     leaves = []
     skip: list[str] = []
     for name, child in module.named_modules():
@@ -119,8 +118,9 @@ def measure_network(module: nn.Module, activation: str | None = None) -> Network
     for name, leaf in _leaves(module):
         if isinstance(leaf, nn.Linear) or isinstance(leaf, _TRANSPARENT):
             continue
-        if type(leaf) in ACTIVATION_NAMES:
-            found.add(ACTIVATION_NAMES[type(leaf)])
+        kind = activation_name(leaf)
+        if kind is not None:
+            found.add(kind)
         elif reason is None:
             reason = (
                 f"layer {name!r} ({type(leaf).__name__}) is outside the theorems' class of fully connected "
@@ -134,8 +134,8 @@ def measure_network(module: nn.Module, activation: str | None = None) -> Network
             if found
             else "no activation module found; pass `activation` if the network calls it functionally"
         )
-    if activation is not None and activation not in ACTIVATION_NAMES.values():
-        raise ValueError(f"Expected `activation` to be one of {sorted(ACTIVATION_NAMES.values())}, got {activation!r}")
+    if activation is not None:
+        activation = check_activation(activation)
 
     first, last = layers[0][1], layers[-1][1]
     widths = (first.weight.shape[1], *(layer.weight.shape[0] for _, layer in layers))

@@ -13,7 +13,10 @@ from torch import Tensor, nn
 
 __all__ = [
     "AFFINE_TYPES",
+    "HALF_DTYPES",
     "check_affine",
+    "compute_dtype",
+    "dead_neurons",
     "is_affine",
     "l1inf_norm",
     "load_neuron_vectors_",
@@ -23,6 +26,19 @@ __all__ = [
 ]
 
 AFFINE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+HALF_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype in which the package computes with parameters stored in ``dtype``: float32 for half precision.
+
+    The one half-precision rule: float16 and bfloat16 parameters are read into float32 (their sums overflow or lose
+    every digit in their own dtype); every other dtype is kept, so converting back is exact for untouched entries.
+
+    >>> compute_dtype(torch.bfloat16), compute_dtype(torch.float64)
+    (torch.float32, torch.float64)
+    """
+    return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
 def is_affine(module: nn.Module) -> bool:
@@ -44,8 +60,8 @@ def check_affine(module: nn.Module) -> None:
 def neuron_vectors(module: nn.Module) -> Tensor:
     """A new ``(out_features, 1 + fan_in)`` tensor whose row ``j`` is ``[bias[j], weight[j].flatten()]``.
 
-    Without a bias the rows are the weights alone. Half-precision parameters are upcast to float32; other
-    dtypes are kept, so converting back is exact for untouched entries.
+    Without a bias the rows are the weights alone. The rows are in :func:`compute_dtype` of the parameters: float32
+    for half precision, else their own dtype.
 
     Example:
         >>> layer = nn.Linear(2, 1)
@@ -56,7 +72,7 @@ def neuron_vectors(module: nn.Module) -> Tensor:
     """
     check_affine(module)
     weight = module.weight.detach()
-    dtype = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
+    dtype = compute_dtype(weight.dtype)
     rows = weight.reshape(weight.shape[0], -1).to(dtype)
     if module.bias is None:
         return rows.clone()
@@ -82,7 +98,9 @@ def load_neuron_vectors_(module: nn.Module, vectors: Tensor) -> nn.Module:
 
 
 def neuron_l1_norms(module: nn.Module) -> Tensor:
-    """L1 norm of each neuron's bias-augmented vector, shape ``(out_features,)``.
+    """L1 norm of each neuron's bias-augmented vector, shape ``(out_features,)``, in :func:`compute_dtype`.
+
+    The sums are taken in float64, so a half-precision layer's norms do not overflow.
 
     >>> layer = nn.Linear(2, 2)
     >>> with torch.no_grad():
@@ -95,7 +113,7 @@ def neuron_l1_norms(module: nn.Module) -> Tensor:
     norms = weight.reshape(weight.shape[0], -1).abs().sum(dim=1, dtype=torch.float64)
     if module.bias is not None:
         norms = norms + module.bias.detach().abs().to(torch.float64)
-    return norms.to(torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype)
+    return norms.to(compute_dtype(weight.dtype))
 
 
 def l1inf_norm(module: nn.Module) -> Tensor:
@@ -118,18 +136,36 @@ def l1inf_norm(module: nn.Module) -> Tensor:
 def sparsity_rate(module: nn.Module) -> Tensor:
     """Fraction of exactly-zero weights over every Linear/Conv layer in ``module`` (biases not counted).
 
-    The paper's sparsity rate: zeros divided by the size of the weight matrices.
+    The paper's sparsity rate: zeros divided by the size of the weight matrices. Given one layer, it is that layer's
+    sparsity. A float64 scalar: the ratio of two counts, rounded once.
 
     Example:
         >>> layer = nn.Linear(4, 1)
         >>> with torch.no_grad():
         ...     _ = layer.weight.copy_(torch.tensor([[0.0, 1.0, 0.0, 0.0]]))
-        >>> sparsity_rate(layer)
-        tensor(0.7500)
+        >>> float(sparsity_rate(layer))
+        0.75
     """
     layers = [m for m in module.modules() if is_affine(m)]
     if not layers:
         raise ValueError(f"Expected `module` to contain an nn.Linear or nn.Conv layer, got {type(module).__name__}")
     zeros = sum(int((layer.weight == 0).sum()) for layer in layers)
     size = sum(layer.weight.numel() for layer in layers)
-    return torch.tensor(zeros / size)
+    return torch.tensor(zeros / size, dtype=torch.float64)
+
+
+def dead_neurons(module: nn.Module) -> Tensor:
+    """Number of neurons of a Linear/Conv layer whose incoming weights are all exactly zero (the bias not counted).
+
+    Such a neuron's output is a constant (its activated bias) whatever the input: the projection has switched it off.
+
+    Example:
+        >>> layer = nn.Linear(3, 2)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+        >>> dead_neurons(layer)
+        tensor(1)
+    """
+    check_affine(module)
+    weight = module.weight.detach()
+    return (weight == 0).reshape(weight.shape[0], -1).all(dim=1).sum()

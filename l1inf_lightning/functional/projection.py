@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-import numbers
 from types import ModuleType
 from typing import Literal
 
@@ -17,37 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from l1inf_lightning._checks import check_radius
 from l1inf_lightning.functional.norms import check_affine, load_neuron_vectors_, neuron_vectors
 
 __all__ = ["BACKENDS", "check_radius", "project_l1_ball", "project_l1_ball_", "project_module_", "projection_backend"]
-
-
-def check_radius(radius: object, name: str = "radius") -> float:
-    """Return ``radius`` as a float if it is a positive number or inf, else raise.
-
-    Any real number is accepted (``int``, ``float``, numpy scalars, one-element tensors), except ``bool``. Strings
-    are accepted when they spell a number (``"inf"``, ``"0.5"``) since YAML and the command line deliver them
-    that way.
-
-    >>> import numpy as np
-    >>> check_radius("inf"), check_radius(np.float32(0.5))
-    (inf, 0.5)
-    """
-    value: float | None = None
-    if isinstance(radius, bool):
-        value = None
-    elif isinstance(radius, numbers.Real):  # int, float, numpy scalars, Fraction
-        value = float(radius)
-    elif isinstance(radius, str):
-        try:
-            value = float(radius)
-        except ValueError:
-            value = None
-    elif isinstance(radius, Tensor) and radius.numel() == 1:
-        value = float(radius.item())
-    if value is None or math.isnan(value) or value <= 0:
-        raise ValueError(f"Expected `{name}` to be a positive number or inf, got {radius!r}")
-    return value
 
 
 Backend = Literal["auto", "torch", "numba"]

@@ -69,7 +69,9 @@ class SupervisedModule(pl.LightningModule):
             if not value >= 0:
                 raise ValueError(f"Expected `{name}` to be a non-negative number, got {value!r}")
         # Under LightningCLI the hyperparameters are the parsed config (class paths, serializable), which
-        # `validate`/`test --ckpt_path` read back; elsewhere `net` etc. are live objects and are left out.
+        # `validate`/`test --ckpt_path` read back; elsewhere `net` etc. are live objects and are left out. Private API:
+        # Lightning has no public way to ask whether LightningCLI is instantiating the module; this context variable
+        # is how it hands the parsed config to `save_hyperparameters`, which applies `ignore` to that config too.
         under_cli = _given_hyperparameters.get() is not None
         self.save_hyperparameters(ignore=[] if under_cli else ["net", "optimizer", "scheduler"])
         self.net = net
@@ -140,7 +142,8 @@ class SupervisedModule(pl.LightningModule):
         self.log(f"{split}/{self.metric_name}", metric, on_step=False, on_epoch=True, prog_bar=split != "train")
         return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:  # noqa: D102
+    @override
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.model_step(batch, "train")
         if self.l1_penalty or self.l2_penalty:
             penalty = self.penalty()
@@ -148,13 +151,16 @@ class SupervisedModule(pl.LightningModule):
             loss = loss + penalty
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:  # noqa: D102
+    @override
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.model_step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:  # noqa: D102
+    @override
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.model_step(batch, "test")
 
-    def configure_optimizers(self) -> Any:  # noqa: D102
+    @override
+    def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())
         if self.scheduler is None:
             return optimizer

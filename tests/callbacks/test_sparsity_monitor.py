@@ -100,8 +100,11 @@ def tensorboard_run(tmp_path_factory):
     pl.seed_everything(0)
     model = SupervisedModule(MLP(500, PAPER_HIDDEN, 2))
     monitor = SparsityMonitor(image_every_n_epochs=1)
-    logger = TensorBoardLogger(tmp_path_factory.mktemp("tb"))
-    fit(model, small_classification_data(), [L1InfProjection(radius=RADIUS), monitor], logger=logger)
+    logger = TensorBoardLogger(tmp_path_factory.mktemp("tb"), default_hp_metric=False)  # as the configs create it
+    _, messages = fit_recording_warnings(
+        model, small_classification_data(), [L1InfProjection(radius=RADIUS), monitor], logger=logger
+    )
+    assert not [m for m in messages if "hparams summary" in m]  # nothing hides the monitor's summary: no warning
     return model, monitor, logger.log_dir, read_events(logger.log_dir)
 
 
@@ -214,11 +217,18 @@ def test_tensorboard_hparams_tab_shows_the_monitors_and_the_modules_hparams(tens
     assert "hp_metric" not in events.Tags()["scalars"]
 
 
-def test_the_loggers_placeholder_metric_setting_is_restored_after_fit(tmp_path):
+def test_a_logger_that_writes_the_placeholder_summary_is_warned_about_once(tmp_path):
     pl.seed_everything(0)
-    logger = TensorBoardLogger(tmp_path)
-    fit(SupervisedModule(MLP(500, [8], 2)), small_classification_data(), [SparsityMonitor()], logger=logger)
-    assert logger._default_hp_metric is True
+    logger = TensorBoardLogger(tmp_path)  # default_hp_metric=True: a placeholder summary at fit start
+    monitor = SparsityMonitor(image_every_n_epochs=0)
+    _, messages = fit_recording_warnings(
+        SupervisedModule(MLP(500, [8], 2)), small_classification_data(), [monitor], logger=logger, max_epochs=2
+    )
+    warned = [m for m in messages if "hparams summary" in m]
+    assert len(warned) == 1 and "`default_hp_metric=False`" in warned[0]
+    # The monitor leaves the logger alone: the placeholder is the run's first summary, TensorBoard's choice.
+    starts = [s for s in hparams_summaries(logger.log_dir) if s.HasField("session_start_info")]
+    assert len(starts) == 2 and "c" not in starts[0].session_start_info.hparams
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -103,7 +103,8 @@ def test_complexity_term_overflow_is_inf_not_error() -> None:
         ({"c": 0.0}, "Expected `c` to be a positive number or inf, got 0.0"),
         ({"c": -1.0}, "Expected `c` to be a positive number or inf, got -1.0"),
         ({"c": math.nan}, "Expected `c` to be a positive number or inf, got nan"),
-        ({"c": "inf"}, "Expected `c` to be a positive number or inf, got 'inf'"),
+        ({"c": "abc"}, "Expected `c` to be a positive number or inf, got 'abc'"),
+        ({"c": True}, "Expected `c` to be a positive number or inf, got True"),
         ({"k": -1}, "Expected `k` to be an integer >= 0, got -1"),
         ({"k": 1.5}, "Expected `k` to be an integer >= 0, got 1.5"),
         ({"k": True}, "Expected `k` to be an integer >= 0, got True"),
@@ -116,6 +117,12 @@ def test_complexity_term_rejects_bad_input(kwargs: dict, message: str) -> None:
     arguments = {"c": 1.0, "k": 1, "gamma": 1.0, "m1": 4, **kwargs}
     with pytest.raises(ValueError, match=f"^{message}$"):
         complexity_term(**arguments)
+
+
+@pytest.mark.parametrize(("spelled", "value"), [("inf", math.inf), ("0.5", 0.5)])
+def test_bounds_take_c_spelled_as_the_projection_takes_its_radius(spelled: str, value: float) -> None:
+    # One radius check for the projection and the bounds: c from YAML or the command line ("inf") is accepted by both.
+    assert complexity_term(c=spelled, k=2, gamma=1.0, m1=4) == complexity_term(c=value, k=2, gamma=1.0, m1=4)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

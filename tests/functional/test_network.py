@@ -125,7 +125,7 @@ def test_functional_activation_needs_to_be_given():
 
 
 def test_unknown_activation_name_raises():
-    with pytest.raises(ValueError, match=r"`activation` to be one of \['relu', 'sigmoid', 'tanh'\], got 'gelu'"):
+    with pytest.raises(ValueError, match=r"`activation` to be one of 'relu', 'sigmoid', 'tanh', got 'gelu'"):
         measure_network(FunctionalNet(), activation="gelu")
 
 

@@ -8,6 +8,8 @@ from torch import nn
 
 from l1inf_lightning.functional import (
     check_affine,
+    compute_dtype,
+    dead_neurons,
     is_affine,
     l1inf_norm,
     load_neuron_vectors_,
@@ -193,6 +195,51 @@ def test_sparsity_rate_counts_weights_of_every_affine_layer_but_not_biases() -> 
     assert rate.ndim == 0
     assert float(rate) == pytest.approx(12 / 32)
     assert float(rate) == pytest.approx(sparsity_by_hand(model))
+
+
+def test_sparsity_rate_of_one_layer_is_that_layers_exact_ratio_in_float64() -> None:
+    layer = nn.Linear(3000, 1000, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        layer.weight.view(-1)[:1_234_567] = 0.0
+    rate = sparsity_rate(layer)
+    assert rate.dtype == torch.float64
+    assert float(rate) == 1_234_567 / 3_000_000  # the ratio rounded once, as Python divides two ints
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dead_neurons_counts_neurons_whose_weights_are_all_zero(name: str, dtype: torch.dtype) -> None:
+    layer = make_layer(name, dtype)
+    with torch.no_grad():
+        layer.weight[0].zero_()  # dead, even if its bias is not zero
+        layer.weight[2].zero_()
+        layer.weight[1].zero_()
+        layer.weight[1].view(-1)[-1] = 1.0  # one live weight keeps neuron 1 alive
+    dead = [j for j in range(layer.weight.shape[0]) if all(w == 0 for w in layer.weight[j].flatten().tolist())]
+    assert dead == [0, 2]
+    assert int(dead_neurons(layer)) == 2
+
+
+def test_dead_neurons_needs_an_affine_layer() -> None:
+    with pytest.raises(TypeError, match=r"Expected an affine layer"):
+        dead_neurons(nn.Sequential(nn.Linear(2, 2)))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [
+        (torch.float16, torch.float32),
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.float32),
+        (torch.float64, torch.float64),
+    ],
+)
+def test_one_half_precision_rule_for_rows_and_norms(dtype: torch.dtype, expected: torch.dtype) -> None:
+    layer = nn.Linear(3, 2).to(dtype)
+    assert compute_dtype(dtype) == expected
+    assert neuron_vectors(layer).dtype == expected
+    assert neuron_l1_norms(layer).dtype == expected
 
 
 def test_sparsity_rate_without_affine_layers_raises() -> None:

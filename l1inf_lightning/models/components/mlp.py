@@ -7,11 +7,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from l1inf_lightning.functional.activations import ACTIVATIONS, check_activation
 from l1inf_lightning.models.components.scaled_linear import ScaledLinear
 
-__all__ = ["ACTIVATIONS", "MLP"]
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+__all__ = ["MLP"]
 
 
 class MLP(nn.Module):
@@ -26,8 +25,8 @@ class MLP(nn.Module):
         in_features: Input dimension ``d_0`` (``m_1`` in the paper).
         hidden: Widths ``d_1, ..., d_k`` of the hidden layers; empty for a linear model.
         out_features: Output dimension ``d_{k+1}`` (classes, or 1 for regression).
-        activation: ``"relu"``, ``"tanh"`` or ``"sigmoid"``; all satisfy sigma(0) = 0 or are covered by
-            the bounds' Lipschitz constants.
+        activation: ``"relu"``, ``"tanh"`` or ``"sigmoid"`` (case-insensitive): the activations the bounds cover
+            (:data:`~l1inf_lightning.functional.activations.ACTIVATIONS`).
         dropout: Dropout probability after every hidden activation; 0 disables it.
         output_bias: Whether the output layer has a bias. The radius-aware mode trains best without one: the bias
             is not scaled by c like the signal it is added to, and wins against it at small c.
@@ -64,14 +63,13 @@ class MLP(nn.Module):
                 f"Expected `in_features`, `hidden` and `out_features` to be positive integers, got "
                 f"in_features={in_features!r}, hidden={list(hidden)!r}, out_features={out_features!r}"
             )
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"Expected `activation` to be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        activation = check_activation(activation)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"Expected `dropout` to be in [0, 1), got {dropout!r}")
         self.activation = activation
         layers: list[nn.Module] = []
         for fan_in, fan_out in itertools.pairwise(widths[:-1]):
-            layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation].module()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         layers.append(ScaledLinear(widths[-2], widths[-1], bias=output_bias))
