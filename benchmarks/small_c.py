@@ -13,6 +13,12 @@ weight matrix). Each run's result is stored in ``--output`` as it finishes, so a
     python benchmarks/small_c.py --mnist [--seeds 5] [--epochs 8] [--mnist-radii inf 2]
 
 ``--mnist`` trains ``configs/mnist_mlp.yaml`` instead, with and without projection, and prints the paired differences.
+
+    python benchmarks/small_c.py --regression [--seeds 5] [--regression-radii inf 10 3 1 0.3 0.1] [--epochs 1500]
+
+``--regression`` trains ``configs/synthetic_regression.yaml`` (only the radius and the seeds changed; ``--epochs``
+also sets the cosine schedule's length) and prints test MSE and gap in the original units of y, test R², and
+sparsity, with scikit-learn's ``LassoCV`` fitted on the same (raw) data beside them.
 """
 
 from __future__ import annotations
@@ -24,18 +30,22 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 from _fit import EXACT_MODE, fit_quietly  # benchmarks/_fit.py: the script's own directory is on sys.path
 
+from l1inf_lightning.data import SyntheticRegressionDataModule
 from l1inf_lightning.functional import sparsity_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSIFICATION = ROOT / "configs" / "synthetic_classification.yaml"
 MNIST = ROOT / "configs" / "mnist_mlp.yaml"
+REGRESSION = ROOT / "configs" / "synthetic_regression.yaml"
 
 # The talk's depth table (test accuracy %, generalization error), 500 training samples; "-": did not converge.
 TALK = {
@@ -93,8 +103,8 @@ def train_one(config: str, depth: str, radius: float, mode: str, seed: int, epoc
     return {**result, "seconds": time.perf_counter() - start}
 
 
-def run_all(specs: list[tuple], output: Path, workers: int) -> dict[str, dict]:
-    """Train every spec not yet stored in ``output`` (one JSON file per run), ``workers`` at a time."""
+def run_all(specs: list[tuple], output: Path, workers: int, train: Callable[..., dict] = train_one) -> dict[str, dict]:
+    """``train(*spec)`` for every spec not yet stored in ``output`` (one JSON file per run), ``workers`` at a time."""
     output.mkdir(parents=True, exist_ok=True)
     results = {}
     todo = []
@@ -106,7 +116,7 @@ def run_all(specs: list[tuple], output: Path, workers: int) -> dict[str, dict]:
             todo.append(spec)
     print(f"{len(specs)} runs, {len(specs) - len(todo)} already in {output}, {len(todo)} to train", flush=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(train_one, *spec): spec for spec in todo}
+        futures = {pool.submit(train, *spec): spec for spec in todo}
         for done, future in enumerate(as_completed(futures), start=1):
             spec, result = futures[future], future.result()
             key = run_key(*spec)
@@ -114,7 +124,8 @@ def run_all(specs: list[tuple], output: Path, workers: int) -> dict[str, dict]:
             tmp.write_text(json.dumps(result))
             tmp.replace(output / f"{key}.json")
             results[key] = result
-            print(f"[{done}/{len(todo)}] {key}: acc {result['acc']:.3f} ({result['seconds']:.0f} s)", flush=True)
+            score = f"acc {result['acc']:.3f}" if "acc" in result else f"R² {result['r2']:.4f}"
+            print(f"[{done}/{len(todo)}] {key}: {score} ({result['seconds']:.0f} s)", flush=True)
     return results
 
 
@@ -171,6 +182,91 @@ def mnist_table(results: dict, args: argparse.Namespace) -> list[str]:
     return lines
 
 
+@torch.no_grad()
+def _evaluate_regression(cli) -> dict:
+    """Test MSE and test − train MSE in the original units of y, test R², and sparsity of a trained CLI's model."""
+    model, datamodule = cli.model.eval(), cli.datamodule
+    mse = {}
+    for split, loader in (("train", datamodule.train_dataloader()), ("test", datamodule.test_dataloader())):
+        pairs = [(model(x), y) for x, y in loader]
+        prediction = datamodule.to_original_units(torch.cat([p for p, _ in pairs]))
+        target = datamodule.to_original_units(torch.cat([y for _, y in pairs])).reshape(prediction.shape)
+        mse[split] = float(torch.mean((prediction - target) ** 2))
+    return {
+        "mse": mse["test"],
+        "r2": 1 - mse["test"] / float(target.var(correction=0)),
+        "gap": mse["test"] - mse["train"],
+        "sparsity": float(sparsity_rate(model.net)),
+    }
+
+
+def train_regression(config: str, depth: str, radius: float, mode: str, seed: int, epochs: int) -> dict:
+    """One fit of the regression config at ``radius`` and data/init seed ``seed``.
+
+    ``config``, ``depth`` and ``mode`` only name the run in the store (the config's net and mode are used).
+    """
+    torch.set_num_threads(1)
+    overrides = ["--trainer.max_epochs", str(epochs), "--model.init_args.scheduler.init_args.T_max", str(epochs)]
+    overrides += [
+        "--trainer.limit_val_batches",
+        "0",
+        "--seed_everything",
+        str(seed),
+        "--data.init_args.seed",
+        str(seed),
+    ]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as root:
+        result = _evaluate_regression(fit_quietly(REGRESSION, radius, root, overrides))
+    return {**result, "seconds": time.perf_counter() - start}
+
+
+def lasso_one(seed: int) -> dict:
+    """scikit-learn's ``LassoCV`` (5 folds) on the config's data at ``seed``, unstandardized: test MSE, R², sparsity."""
+    from sklearn.linear_model import LassoCV
+
+    data = {**yaml.safe_load(REGRESSION.read_text())["data"]["init_args"], "seed": seed, "standardize": False}
+    datamodule = SyntheticRegressionDataModule(**data)
+    datamodule.setup("fit")
+    (x, y), (x_test, y_test) = datamodule.train_set.tensors, datamodule.test_set.tensors
+    lasso = LassoCV(cv=5, max_iter=10_000, random_state=0).fit(x.double().numpy(), y.double().numpy().ravel())
+    mse = float(((lasso.predict(x_test.double().numpy()) - y_test.double().numpy().ravel()) ** 2).mean())
+    train_mse = float(((lasso.predict(x.double().numpy()) - y.double().numpy().ravel()) ** 2).mean())
+    return {
+        "mse": mse,
+        "r2": 1 - mse / float(y_test.double().var(correction=0)),
+        "gap": mse - train_mse,
+        "sparsity": float((lasso.coef_ == 0).mean()),
+    }
+
+
+def regression_table(results: dict, lassos: list[dict], args: argparse.Namespace) -> list[str]:
+    lines = [
+        f"Synthetic regression, 500 train / 1500 test, {args.seeds} data seeds, configs/synthetic_regression.yaml "
+        f"({args.epochs} full-batch epochs; only the radius and the seeds changed). Test MSE and gap (test − train "
+        "MSE) in the original units of y; mean ± std over seeds. LassoCV: scikit-learn, 5 folds, on the same raw data.",
+        "",
+        "| model | c | test MSE | R² | gap | sparsity % | MSE / Lasso's |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = []
+    for radius in args.regression_radii:
+        keys = [
+            run_key("regression", args.regression_depth, radius, "radius_aware", s, args.epochs)
+            for s in range(args.seeds)
+        ]
+        rows.append((f"1000-{args.regression_depth}-1", f"{radius:g}", [results[key] for key in keys]))
+    rows.append(("LassoCV", "-", lassos))
+    for model, radius, runs in rows:
+        ratios = [run["mse"] / lasso["mse"] for run, lasso in zip(runs, lassos, strict=True)]
+        lines.append(
+            f"| {model} | {radius} | {_mean_std([r['mse'] for r in runs], digits=0)} "
+            f"| {_mean_std([r['r2'] for r in runs], digits=4)} | {_mean_std([r['gap'] for r in runs], digits=0)} "
+            f"| {_mean_std([r['sparsity'] for r in runs], 100)} | {_mean_std(ratios, digits=0)} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
@@ -181,6 +277,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--epochs", type=int, default=None, help="100 (synthetic) or 8 (MNIST)")
     parser.add_argument("--mnist", action="store_true", help="the MNIST config instead of the synthetic nets")
     parser.add_argument("--mnist-radii", nargs="+", type=float, default=[math.inf, 2.0])
+    parser.add_argument("--regression", action="store_true", help="the regression config, with LassoCV beside it")
+    parser.add_argument("--regression-radii", nargs="+", type=float, default=[math.inf, 10.0, 3.0, 1.0, 0.3, 0.1])
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "small_c")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.mnist:
@@ -189,6 +287,16 @@ def main(argv: list[str] | None = None) -> list[str]:
         if math.inf not in args.mnist_radii:
             specs += [("mnist", "-", math.inf, "radius_aware", s, args.epochs) for s in range(args.seeds)]
         lines = mnist_table(run_all(specs, args.output, args.workers), args)
+    elif args.regression:
+        args.epochs = args.epochs or 1500
+        args.regression_depth = "300"  # the config's one hidden layer; part of the store's key
+        specs = [
+            ("regression", args.regression_depth, radius, "radius_aware", seed, args.epochs)
+            for radius in args.regression_radii
+            for seed in range(args.seeds)
+        ]
+        results = run_all(specs, args.output, args.workers, train=train_regression)
+        lines = regression_table(results, [lasso_one(seed) for seed in range(args.seeds)], args)
     else:
         args.epochs = args.epochs or 100
         specs = [

@@ -311,11 +311,19 @@ class _SyntheticDataModule(FoldableDataModule):
 
 
 class SyntheticRegressionDataModule(_SyntheticDataModule):
-    """The talk's sparse linear regression: 500 training and 1500 test samples in R^1000, MSE.
+    r"""The talk's sparse linear regression: 500 training and 1500 test samples in R^1000, MSE.
 
     The true coefficients ``beta`` are drawn once from ``seed`` (available right after construction) and shared by
-    the training, validation and test sets. Targets are not standardized, as in the talk: with beta up to 150 they
-    have a standard deviation of roughly 900.
+    the training, validation and test sets. By default nothing is standardized, as in the talk: with beta up to 150
+    the targets have a standard deviation of roughly 900.
+
+    With ``standardize=True``, ``setup`` centres and scales every feature and the target by the mean and standard
+    deviation of the training split alone (the training folds under cross-validation), and applies these same
+    statistics to every split, so no validation or test sample informs them. They are kept as ``input_mean``,
+    ``input_std``, ``target_mean`` and ``target_std``. A model then predicts
+    :math:`(y - \bar y_{train}) / s_y`, and an MSE in these units converts back to the original ones by
+    :math:`\mathrm{MSE}_y = s_y^2\, \mathrm{MSE}` (``target_std ** 2`` times it); :meth:`to_original_units` does
+    that for a prediction.
 
     Example:
         >>> dm = SyntheticRegressionDataModule(num_train=20, num_test=10, num_val=5, num_features=30, num_informative=3)
@@ -336,6 +344,7 @@ class SyntheticRegressionDataModule(_SyntheticDataModule):
         fold_seed: Seed of the assignment of samples to folds.
         num_workers: Worker processes per DataLoader.
         num_informative: Non-zero coefficients of beta (the first ones).
+        standardize: Standardize features and target with the training split's statistics (see above).
     """
 
     task = "regression"
@@ -354,6 +363,7 @@ class SyntheticRegressionDataModule(_SyntheticDataModule):
         fold_seed: int = 0,
         num_workers: int = 0,
         num_informative: int = 100,
+        standardize: bool = False,
     ) -> None:
         super().__init__(
             num_train=num_train,
@@ -372,11 +382,61 @@ class SyntheticRegressionDataModule(_SyntheticDataModule):
         self.beta = regression_coefficients(
             num_features, num_informative, generator=_stream_generator(seed, _MODEL_STREAM)
         )
+        if not isinstance(standardize, bool):
+            raise ValueError(f"Expected `standardize` to be a bool, got {standardize!r}")
+        self.standardize = standardize
+        self.input_mean: Tensor | None = None
+        self.input_std: Tensor | None = None
+        self.target_mean: Tensor | None = None
+        self.target_std: Tensor | None = None
 
     @override
     def _draw(self, num_samples: int, generator: torch.Generator) -> TensorDataset:
         x, y, _ = make_regression_data(num_samples, self.num_features, generator=generator, beta=self.beta)
         return TensorDataset(x, y)
+
+    @override
+    def setup(self, stage: str) -> None:
+        """Build the splits (see the base class); with ``standardize``, rescale them by the training split's."""
+        if self.target_std is not None:  # already set up and standardized
+            return
+        super().setup(stage)
+        if not self.standardize:
+            return
+        x, y = _tensors(self.train_set)
+        self.input_mean, self.input_std = x.mean(0), _nonzero(x.std(0, correction=0))
+        self.target_mean, self.target_std = y.mean(0), _nonzero(y.std(0, correction=0))
+        self.train_set, self.val_set, self.test_set = (
+            None if split is None else self._standardized(split)
+            for split in (self.train_set, self.val_set, self.test_set)
+        )
+
+    def _standardized(self, split: Dataset) -> TensorDataset:
+        x, y = _tensors(split)
+        return TensorDataset((x - self.input_mean) / self.input_std, (y - self.target_mean) / self.target_std)
+
+    def to_original_units(self, prediction: Tensor) -> Tensor:
+        """A model's prediction in the units of the original target: ``prediction * target_std + target_mean``.
+
+        The identity when ``standardize`` is off.
+        """
+        if not self.standardize:
+            return prediction
+        if self.target_std is None or self.target_mean is None:
+            raise RuntimeError(f"`{type(self).__name__}` knows the target's statistics after `setup()`; call it first")
+        return prediction * self.target_std + self.target_mean
+
+
+def _tensors(split: Dataset | None) -> tuple[Tensor, Tensor]:
+    """All (x, y) of a TensorDataset or a Subset of one, in order, as two tensors."""
+    assert split is not None
+    x, y = split[list(range(len(split)))]  # type: ignore[arg-type]
+    return x, y
+
+
+def _nonzero(std: Tensor) -> Tensor:
+    """A standard deviation to divide by: 1 where a column is constant (or there is a single sample)."""
+    return torch.where(std > 0, std, torch.ones_like(std))
 
 
 class SyntheticClassificationDataModule(_SyntheticDataModule):

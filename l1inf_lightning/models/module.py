@@ -43,6 +43,9 @@ class SupervisedModule(pl.LightningModule):
         compile: Compile the network's forward pass with ``torch.compile`` for training (the network alone: logging
             and the metrics stay outside the compiled region, which would otherwise recompile at every step). The
             parameters and the checkpoints are the uncompiled network's.
+        output_l1_penalty: λ of the penalty λ Σ|w| over the output layer's weights alone, as stored (a
+            ``ScaledLinear``'s output scale not included). With every hidden neuron on its L1 ball, an L1 penalty on
+            the output weights alone controls the path norm, the quantity the bounds grow with.
 
     Example:
         >>> from l1inf_lightning.models.components import MLP
@@ -61,11 +64,16 @@ class SupervisedModule(pl.LightningModule):
         l1_penalty: float = 0.0,
         l2_penalty: float = 0.0,
         compile: bool = False,
+        output_l1_penalty: float = 0.0,
     ) -> None:
         super().__init__()
         if task not in ("classification", "regression"):
             raise ValueError(f"Expected `task` to be 'classification' or 'regression', got {task!r}")
-        for name, value in (("l1_penalty", l1_penalty), ("l2_penalty", l2_penalty)):
+        for name, value in (
+            ("l1_penalty", l1_penalty),
+            ("l2_penalty", l2_penalty),
+            ("output_l1_penalty", output_l1_penalty),
+        ):
             if not value >= 0:
                 raise ValueError(f"Expected `{name}` to be a non-negative number, got {value!r}")
         # Under LightningCLI the hyperparameters are the parsed config (class paths, serializable), which
@@ -82,6 +90,7 @@ class SupervisedModule(pl.LightningModule):
         self.l2_penalty = l2_penalty
         self.compile = compile
         self._compiled_net: Any = None
+        self.output_l1_penalty = output_l1_penalty
         self.affine_layers = [m for m in net.modules() if is_affine(m)]
         if not self.affine_layers:
             raise ValueError(f"Expected `net` to contain an nn.Linear or nn.Conv layer, got {type(net).__name__}")
@@ -119,13 +128,15 @@ class SupervisedModule(pl.LightningModule):
         return F.mse_loss(output, target.reshape(output.shape))
 
     def penalty(self) -> Tensor:
-        """λ1 Σ|w| + λ2 Σ w² over the weights of every Linear/Conv layer (zero when both λ are 0)."""
+        """λ1 Σ|w| + λ2 Σ w² over the weights of every Linear/Conv layer, plus λ_out Σ|w| over the output layer's."""
         total = torch.zeros((), device=self.device)
         for layer in self.affine_layers:
             if self.l1_penalty:
                 total = total + self.l1_penalty * layer.weight.abs().sum()
             if self.l2_penalty:
                 total = total + self.l2_penalty * layer.weight.pow(2).sum()
+        if self.output_l1_penalty:
+            total = total + self.output_l1_penalty * self.affine_layers[-1].weight.abs().sum()
         return total
 
     def model_step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
@@ -145,7 +156,7 @@ class SupervisedModule(pl.LightningModule):
     @override
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.model_step(batch, "train")
-        if self.l1_penalty or self.l2_penalty:
+        if self.l1_penalty or self.l2_penalty or self.output_l1_penalty:
             penalty = self.penalty()
             self.log("train/penalty", penalty, on_step=False, on_epoch=True)
             loss = loss + penalty

@@ -254,6 +254,42 @@ def test_regression_splits_share_the_true_beta() -> None:
         assert residual.std().item() == pytest.approx(1.0, abs=0.15)  # only the N(0, 1) noise is left
 
 
+@pytest.mark.parametrize("num_folds", [None, 5])
+def test_standardize_uses_the_training_split_statistics_for_every_split(num_folds: int | None) -> None:
+    kwargs = {**SMALL_REGRESSION, "num_folds": num_folds, "fold_index": 1 if num_folds else 0}
+    raw = _splits(SyntheticRegressionDataModule(**kwargs))
+    dm = SyntheticRegressionDataModule(**kwargs, standardize=True)
+    standardized = _splits(dm)
+    train_x, train_y = raw[0]  # the training folds alone under cross-validation
+    x_mean, x_std = train_x.double().mean(0), train_x.double().std(0, correction=0)
+    y_mean, y_std = train_y.double().mean(0), train_y.double().std(0, correction=0)
+    assert y_std.item() > 10  # the raw targets are far from unit scale
+    for (x, y), (x_std_split, y_std_split) in zip(raw, standardized, strict=True):
+        torch.testing.assert_close(x_std_split.double(), (x - x_mean) / x_std, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(y_std_split.double(), (y - y_mean) / y_std, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dm.target_std.double(), y_std)
+    # Validation and test are not centred on their own statistics: the training split's are applied to them.
+    assert abs(standardized[2][1].mean().item()) > 1e-3
+    # A prediction maps back to the original units; an MSE there is target_std² times the standardized one.
+    test_y = standardized[2][1]
+    torch.testing.assert_close(dm.to_original_units(test_y), raw[2][1], rtol=1e-5, atol=1e-3)
+    zero = torch.zeros_like(test_y)
+    mse_original = torch.mean((dm.to_original_units(zero) - raw[2][1]) ** 2)
+    torch.testing.assert_close(
+        mse_original, dm.target_std[0] ** 2 * torch.mean((zero - test_y) ** 2), rtol=1e-5, atol=0
+    )
+    dm.setup("test")  # a second setup leaves the splits as they are (not standardized twice)
+    assert torch.equal(_tensors(dm.test_set)[1], test_y)
+
+
+def test_standardize_is_off_by_default_and_leaves_the_data_raw() -> None:
+    dm = SyntheticRegressionDataModule(**SMALL_REGRESSION)
+    dm.setup("fit")
+    assert dm.target_std is None
+    prediction = torch.ones(3, 1)
+    assert dm.to_original_units(prediction) is prediction
+
+
 def test_per_dataset_zeta_is_shared_by_all_splits() -> None:
     dm = SyntheticClassificationDataModule(**{**SMALL_CLASSIFICATION, "num_features": 100}, zeta_mode="per_dataset")
     assert dm.zeta is not None
@@ -332,6 +368,7 @@ def test_no_validation_draw() -> None:
         (SyntheticRegressionDataModule, {"num_val": -1}, r"`num_val` to be an integer >= 0, got -1"),
         (SyntheticRegressionDataModule, {"seed": -3}, r"`seed` to be an integer >= 0, got -3"),
         (SyntheticRegressionDataModule, {"num_informative": 17}, r"`num_informative` to be at most `num_features`"),
+        (SyntheticRegressionDataModule, {"standardize": "yes"}, r"`standardize` to be a bool, got 'yes'"),
         (SyntheticClassificationDataModule, {"num_features": 3}, r"`num_features` to be an integer >= 4, got 3"),
         (SyntheticClassificationDataModule, {"zeta_mode": "global"}, r"`zeta_mode` to be one of .* got 'global'"),
     ],

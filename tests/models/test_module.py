@@ -60,6 +60,19 @@ def test_penalties_are_added_to_training_objective_and_logged():
     assert metrics["train/penalty"] > 0
 
 
+def test_output_l1_penalty_acts_on_the_stored_output_weights_alone_and_is_logged():
+    net = MLP(6, [8], 2, output_bias=False)
+    net.layers[-1].output_scale.fill_(3.0)  # as the radius-aware mode sets it: not part of the penalty
+    model = SupervisedModule(net, output_l1_penalty=0.01)
+    hidden, output = net.layers[0], net.layers[-1]
+    assert torch.allclose(model.penalty(), 0.01 * output.weight.abs().sum())
+    model.penalty().backward()
+    assert hidden.weight.grad is None or not hidden.weight.grad.any()
+    torch.testing.assert_close(output.weight.grad, 0.01 * output.weight.sign())
+    _, metrics = fit(model, "classification")
+    assert metrics["train/penalty"] > 0
+
+
 def test_scheduler_is_configured_with_val_loss_monitor():
     model = SupervisedModule(
         MLP(6, [8], 2),
@@ -75,6 +88,7 @@ def test_scheduler_is_configured_with_val_loss_monitor():
     [
         ({"task": "ranking"}, r"`task`.*got 'ranking'"),
         ({"l1_penalty": -1.0}, r"`l1_penalty`.*got -1.0"),
+        ({"output_l1_penalty": -0.5}, r"`output_l1_penalty`.*got -0.5"),
         ({"num_classes": 1}, r"`num_classes` >= 2.*got 1"),
     ],
 )
