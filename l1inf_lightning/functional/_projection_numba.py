@@ -8,9 +8,11 @@ One neuron at a time, in place, on the stored parameters (float32 or float64; th
 3. :math:`\theta` by Michelot's fixed point (1986; the variant of Condat, Math. Program. 158, 2016, that
    compacts the survivors of each pass), on the cached row;
 4. one write: :math:`w_p = \operatorname{sign}(v_p)\,\mathrm{RZ}(|v_p| - \theta)`, rounded toward zero in the
-   stored dtype, so no magnitude grows; if the float64 sum of the written row cannot certify
-   :math:`\|w\|_1 \le c`, the exact sum decides, and :math:`\theta` is raised and the row written again until
-   the stored row's exact L1 norm is at most :math:`c` (issue 13, item 2). Float32 rows almost never need it.
+   stored dtype (in registers: the float64 difference, its TwoSum error, and the stored dtype's predecessor
+   where rounding to nearest went up, so the pass vectorizes), so no magnitude grows; if the float64 sum of the
+   written row cannot certify :math:`\|w\|_1 \le c`, the exact sum decides, and :math:`\theta` is raised and
+   the row written again until the stored row's exact L1 norm is at most :math:`c` (issue 13, item 2). Float32
+   rows almost never need it.
 
 This module imports numba; ``projection.py`` imports it only on the first projection that takes this path.
 """
@@ -126,14 +128,15 @@ def _michelot_threshold(a, d, radius, total, buffer):  # pragma: no cover - comp
 
 
 @numba.njit(cache=True, nogil=True)
-def _write_shrunk(values, bits, magnitudes, theta, written):  # pragma: no cover - compiled
-    """``values[i] = sign(values[i]) * RZ(magnitudes[i] - theta)`` in the array's dtype, for every ``i``.
+def _write_shrunk(values, magnitudes, theta, written, rounding):  # pragma: no cover - compiled
+    r"""``values[i] = sign(values[i]) * RZ(magnitudes[i] - theta)`` in the array's dtype, for every ``i``.
 
-    ``written[i]`` gets the magnitude stored, in float64. Returns the (sequential) sum of ``written`` and the
-    number of nonzero entries.
+    ``written[i]`` gets the magnitude stored, in float64. The rounding toward zero happens in registers, so the
+    loop vectorizes: the float64 difference is rounded to nearest in the stored dtype, and where that rounded
+    away from the exact :math:`|v_i| - \theta` (TwoSum's error tells), the predecessor replaces it.
+    ``rounding = (narrow, shrink, smallest_normal, subnormal_step)`` for the stored dtype (see ``rounding``).
     """
-    total = 0.0
-    nonzeros = 0
+    narrow, shrink, smallest_normal, subnormal_step = rounding
     for i in range(values.shape[0]):
         magnitude = magnitudes[i]
         # Branch-free: which entries are zeroed, and which round up, is as unpredictable as a coin toss.
@@ -141,31 +144,37 @@ def _write_shrunk(values, bits, magnitudes, theta, written):  # pragma: no cover
         # TwoSum: magnitude - theta == difference + error exactly (error is moot where difference is 0).
         virtual = difference - magnitude
         error = (magnitude - (difference - virtual)) + (-theta - virtual)
-        values[i] = np.copysign(difference, values[i])  # rounds to nearest in the stored dtype
-        stored = abs(np.float64(values[i]))
-        away = (stored > difference) | ((stored == difference) & (error < 0.0) & (difference > 0.0))
-        # Rounded away from zero: one ulp back. Floats are sign-magnitude, so bits - 1 shrinks |value|.
-        bits[i] -= away
-        stored = abs(np.float64(values[i]))
-        nonzeros += stored != 0.0
+        nearest = np.float64(np.float32(difference)) if narrow else difference  # exact in float64
+        away = (nearest > difference) | ((nearest == difference) & (error < 0.0) & (difference > 0.0))
+        # The stored dtype's predecessor of nearest > 0: x (1 - 2^-p) rounded to nearest for a normal x (the
+        # product is exact, and lies in (pred(x), midpoint], at the midpoint only for a power of two, whose
+        # predecessor it is); one subnormal step at or below the smallest normal.
+        below = nearest - subnormal_step if nearest <= smallest_normal else nearest * shrink
+        if narrow:
+            below = np.float64(np.float32(below))
+        stored = below if away else nearest
+        values[i] = np.copysign(stored, values[i])  # exact: stored is a value of the stored dtype
         written[i] = stored
-        total += stored
-    return total, nonzeros
+
+
+def rounding(dtype: np.dtype) -> tuple[bool, float, float, float]:
+    """``(narrow, 1 - 2^-p, smallest normal, smallest subnormal)`` of a float dtype with p significand bits."""
+    info = np.finfo(dtype)
+    return dtype == np.float32, 1.0 - float(info.epsneg), float(info.smallest_normal), float(info.smallest_subnormal)
 
 
 @numba.njit(cache=True, nogil=True)
-def _write_row(bias, bias_bits, weight, weight_bits, j, has_bias, a, theta, written):  # pragma: no cover
-    """Write row ``j`` shrunk by ``theta``; ``written[:d]`` gets the stored magnitudes. Returns (sum, nonzeros)."""
-    total, nonzeros, offset = 0.0, 0, 0
+def _write_row(bias, weight, j, has_bias, a, theta, written, rounding):  # pragma: no cover - compiled
+    """Write row ``j`` shrunk by ``theta``; ``written[:d]`` gets the stored magnitudes."""
+    offset = 0
     if has_bias:
-        total, nonzeros = _write_shrunk(bias[j : j + 1], bias_bits[j : j + 1], a[:1], theta, written[:1])
+        _write_shrunk(bias[j : j + 1], a[:1], theta, written[:1], rounding)
         offset = 1
-    row_total, row_nonzeros = _write_shrunk(weight[j], weight_bits[j], a[offset:], theta, written[offset:])
-    return total + row_total, nonzeros + row_nonzeros
+    _write_shrunk(weight[j], a[offset:], theta, written[offset:], rounding)
 
 
 @numba.njit(cache=True, nogil=True)
-def project_rows(bias, bias_bits, weight, weight_bits, has_bias, radii):  # pragma: no cover - compiled
+def project_rows(bias, weight, has_bias, radii, rounding):  # pragma: no cover - compiled
     """Project every row ``[bias[j], weight[j]]`` onto the L1 ball of ``radii[j]`` in place (see module doc)."""
     rows, fan_in = weight.shape
     d = fan_in + (1 if has_bias else 0)
@@ -187,7 +196,8 @@ def project_rows(bias, bias_bits, weight, weight_bits, has_bias, radii):  # prag
         # theta by the measured excess per nonzero entry plus a step that starts at an ulp of c and doubles.
         extra = _EPS * radius
         for _ in range(1100):
-            total, nonzeros = _write_row(bias, bias_bits, weight, weight_bits, j, has_bias, a, theta, buffer)
+            _write_row(bias, weight, j, has_bias, a, theta, buffer, rounding)
+            nonzeros, total = _sum_above(buffer, d, 0.0)
             if total * (1.0 + margin) <= radius or not _exceeds(buffer, d, radius, partials):
                 break
             theta += (max(total - radius, 0.0) + extra) / max(nonzeros, 1)
