@@ -19,10 +19,13 @@ This module imports numba; ``projection.py`` imports it only on the first projec
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
 _EPS = float(np.finfo(np.float64).eps)
+_TINY = float(np.finfo(np.float64).smallest_subnormal)
 # Sums of magnitudes may be reassociated (SIMD): their error bound below holds for any order of summation.
 _REASSOC = {"reassoc"}
 
@@ -71,6 +74,54 @@ def _exceeds(a, d, radius, partials):  # pragma: no cover - compiled
         if partials[k] != 0.0:
             return partials[k] > 0.0
     return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _split(values, n, sigma, high, low):  # pragma: no cover - compiled
+    """Rump's ExtractVector: ``values[i] == high[i] + low[i]`` exactly, ``high[i]`` on the grid of ulp(``sigma``).
+
+    For a power of two ``sigma`` at least every ``values[i] >= 0``: ``|low[i]| <= eps sigma`` (Rump, Ogita and
+    Oishi, SIAM J. Sci. Comput. 31, 2008, Lemma 3.2). No fastmath here: reassociation would cancel ``sigma``.
+    """
+    for i in range(n):
+        high[i] = (sigma + values[i]) - sigma
+        low[i] = values[i] - high[i]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _sum(values, n):  # pragma: no cover - compiled
+    """The (any-order) float64 sum of ``values[:n]``; vectorizes."""
+    total = 0.0
+    for i in range(n):
+        total += values[i]
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _exceeds_radius(values, n, radius, total, margin, scratch, partials):  # pragma: no cover - compiled
+    r"""Whether the exact sum of ``values[:n] >= 0`` exceeds ``radius``, given their float64 sum ``total``.
+
+    ``total (1 \pm margin)`` brackets the exact sum; within that bracket of ``radius``, the row is split on the grid of
+    a power of two ``sigma`` above the sum (``_split``): the high parts sum exactly in any order (multiples of
+    ulp(sigma) below 2 sigma), their difference with ``radius`` is exact (Sterbenz), and the low parts' sum is off by
+    at most ``n^2 eps^2 sigma`` (plus underflow). Only a sum within that of ``radius`` takes Shewchuk's exact sum.
+    """
+    upper = total * (1.0 + margin)
+    if upper <= radius:
+        return False
+    if total * (1.0 - margin) > radius:
+        return True
+    sigma = math.ldexp(1.0, math.frexp(upper * (1.0 + 2.0 * _EPS))[1])
+    if not np.isfinite(sigma):
+        return _exceeds(values, n, radius, partials)
+    _split(values, n, sigma, scratch[:n], scratch[n : 2 * n])
+    gap = (_sum(scratch[:n], n) - radius) + _sum(scratch[n : 2 * n], n)
+    bound = n * n * _EPS * _EPS * sigma + n * _TINY + 2.0 * _EPS * abs(gap)
+    if gap > bound:
+        return True
+    if gap < -bound:
+        return False
+    return _exceeds(values, n, radius, partials)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
@@ -180,6 +231,7 @@ def project_rows(bias, weight, has_bias, radii, rounding):  # pragma: no cover -
     d = fan_in + (1 if has_bias else 0)
     a = np.empty(d, np.float64)
     buffer = np.empty(2 * d, np.float64)
+    scratch = np.empty(2 * d, np.float64)
     partials = np.empty(2200, np.float64)  # msum's non-overlapping partials span at most 2098 bits
     margin = (d + 2) * _EPS
     for j in range(rows):
@@ -189,7 +241,7 @@ def project_rows(bias, weight, has_bias, radii, rounding):  # pragma: no cover -
         total = _load_magnitudes(bias, weight, j, has_bias, a)
         if total * (1.0 + margin) <= radius or not np.isfinite(total):
             continue  # inside the ball; non-finite rows are left as they are (the callback reports them)
-        if total * (1.0 - margin) <= radius and not _exceeds(a, d, radius, partials):
+        if not _exceeds_radius(a, d, radius, total, margin, scratch, partials):
             continue
         theta = max(_michelot_threshold(a, d, radius, total, buffer), 0.0)
         # Rounded toward zero, the row is almost always inside; the exact check settles the rest. Each miss raises
@@ -198,7 +250,7 @@ def project_rows(bias, weight, has_bias, radii, rounding):  # pragma: no cover -
         for _ in range(1100):
             _write_row(bias, weight, j, has_bias, a, theta, buffer, rounding)
             nonzeros, total = _sum_above(buffer, d, 0.0)
-            if total * (1.0 + margin) <= radius or not _exceeds(buffer, d, radius, partials):
+            if not _exceeds_radius(buffer, d, radius, total, margin, scratch, partials):
                 break
             theta += (max(total - radius, 0.0) + extra) / max(nonzeros, 1)
             extra *= 2.0
