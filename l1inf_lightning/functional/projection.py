@@ -12,7 +12,6 @@ import math
 from types import ModuleType
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -185,19 +184,14 @@ def _radii(vectors: Tensor, radius: float | Tensor) -> Tensor | None:
     return torch.full((vectors.shape[0],), value, device=vectors.device, dtype=torch.float64)
 
 
-def _as_numpy(tensor: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """A NumPy view of ``tensor``'s memory and the same memory as integers of its width (for ulp steps)."""
-    array = tensor.detach().numpy()
-    return array, array.view(f"i{array.itemsize}")
-
-
 def _project_numba_(bias: Tensor | None, weight: Tensor, radii: Tensor) -> None:
     """Run the compiled kernel on rows ``[bias[j], weight[j]]`` (weight 2-D), in place."""
     kernel = _numba_kernel()
     assert kernel is not None  # projection_backend chose this path
-    weight_array, weight_bits = _as_numpy(weight)
-    bias_array, bias_bits = _as_numpy(bias if bias is not None else weight.new_empty(0))
-    kernel.project_rows(bias_array, bias_bits, weight_array, weight_bits, bias is not None, radii.numpy())
+    weight_array = weight.detach().numpy()
+    bias_array = (bias if bias is not None else weight.new_empty(0)).detach().numpy()
+    rounding = kernel.rounding(weight_array.dtype)
+    kernel.project_rows(bias_array, weight_array, bias is not None, radii.numpy(), rounding)
 
 
 def _check_vectors(vectors: Tensor) -> None:

@@ -712,6 +712,25 @@ def test_project_module_channels_last_weights_take_the_torch_path() -> None:
     assert_bitwise_equal(neuron_vectors(layer), expected)
 
 
+@numba_only
+@pytest.mark.parametrize("ulps", [-3, -1, 0, 1, 3])
+@pytest.mark.parametrize("scale", [1e-300, 1e-3, 1.0, 1e250])
+def test_numba_exact_decision_near_the_radius_matches_exact_arithmetic(ulps: int, scale: float) -> None:
+    # The kernel decides "exact sum > c" for sums within its float64 error bound of c by Rump's split (no exact
+    # summation unless within n^2 eps^2 of c): c a few ulps from the exact sum must be decided as fractions do.
+    from l1inf_lightning.functional import _projection_numba as kernel
+
+    rng = np.random.default_rng(abs(ulps) + int(math.log10(scale)) + 400)
+    values = np.abs(rng.standard_normal(2000)) * scale
+    values[rng.random(2000) < 0.3] = 0.0
+    exact = sum(Fraction(float(v)) for v in values)
+    radius = float(exact)
+    radius = radius + ulps * math.ulp(radius)
+    total, margin = float(np.sum(values)), (values.size + 2) * EPS64
+    got = kernel._exceeds_radius(values, values.size, radius, total, margin, np.empty(2 * values.size), np.empty(2200))
+    assert got == (exact > Fraction(radius))
+
+
 def test_auto_falls_back_to_torch_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     from l1inf_lightning.functional import projection
 
