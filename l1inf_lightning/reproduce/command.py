@@ -60,10 +60,7 @@ def main(argv: Sequence[str]) -> list[Row] | None:
     parser = build_parser()
     args = parser.parse_args(list(argv))
     if args.name not in EXPERIMENTS:
-        parser.error(
-            f"`reproduce {args.name}` is not implemented yet; implemented: {', '.join(EXPERIMENTS)} "
-            "(the talk's other results are listed in the issue 'Reproduce the talk')"
-        )
+        parser.error(f"`reproduce {args.name}` is not implemented yet; implemented: {', '.join(EXPERIMENTS)}")
     experiment = EXPERIMENTS[args.name]
     try:
         protocol = make_protocol(experiment, quick=args.quick, seeds=args.seeds)

@@ -2,13 +2,15 @@
 
 import csv
 import math
+import shlex
 from pathlib import Path
 
 import pytest
 
 from l1inf_lightning.commands import COMMANDS
 from l1inf_lightning.commands import main as cli_main
-from l1inf_lightning.reproduce import runner
+from l1inf_lightning.reproduce import EXPERIMENTS, runner
+from l1inf_lightning.reproduce.command import build_parser
 from l1inf_lightning.reproduce.talk import TALK_DEPTH, TALK_SAMPLE_SIZE
 
 
@@ -133,3 +135,16 @@ def test_seeds_must_be_positive(tmp_path, capsys):
         cli_main(["reproduce", "depth", "--quick", "--seeds", "0", "--output", str(tmp_path)])
     assert stopped.value.code == 2 and "Expected `--seeds` to be an integer >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "depth").exists()
+
+
+def test_the_readmes_reproduce_commands_name_built_experiments_with_valid_arguments():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    commands = [
+        shlex.split(line, comments=True)[2:]
+        for line in readme.splitlines()
+        if line.startswith("l1inf-lightning reproduce ")
+    ]
+    assert len(commands) >= 3
+    for args in commands:
+        parsed = build_parser().parse_args(args)
+        assert parsed.name in EXPERIMENTS, args
