@@ -8,6 +8,8 @@ options changed, so ``--quick`` and the full protocol differ by epochs, seeds, c
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from l1inf_lightning.callbacks import L1InfProjection
 from l1inf_lightning.cv.settings import LOGS_DIR, RunSpec, SweepError, radius_label
 from l1inf_lightning.reproduce.talk import TALK_DEPTH, TALK_SAMPLE_SIZE, TalkCell
 
@@ -153,13 +156,16 @@ class Protocol:
         """The protocol in words for the table's header: optimizer, lr, epochs, batch size, seeds, mode, data."""
         config = yaml.safe_load(Path(self.config).read_text(encoding="utf-8"))
         optimizer = config["model"]["init_args"]["optimizer"]
-        data = config["data"]["init_args"]
-        projection = config.get("projection", {})
-        num_test = _override(self.overrides, "data.init_args.num_test", data.get("num_test"))
-        num_val = _override(self.overrides, "data.init_args.num_val", data.get("num_val", 500))
-        mode = projection.get("mode", "exact")
+        data_class = _import(config["data"]["class_path"])
+        data = {**_defaults(data_class), **config["data"].get("init_args", {})}
+        projection = {**_defaults(L1InfProjection), **config.get("projection", {})}
+        num_test = _override(self.overrides, "data.init_args.num_test", data["num_test"])
+        num_val = _override(self.overrides, "data.init_args.num_val", data["num_val"])
+        mode = projection["mode"]
         if mode == "radius_aware":
-            mode += f" (c shrinks from 1 over the first {projection.get('anneal', 0.25):.0%} of the steps)"
+            mode += (
+                f" (c shrinks from {projection['start_radius']} over the first {projection['anneal']:.0%} of the steps)"
+            )
         seeds = "seed 0" if self.seeds == 1 else f"seeds 0–{self.seeds - 1}"
         return (
             f"{'QUICK (a smoke test, not a measurement): ' if self.quick else ''}"
@@ -168,6 +174,17 @@ class Protocol:
             f"(data, initialization and shuffle); projection mode {mode}; {num_test} test samples; gap measured on "
             f"an independent validation draw of {num_val} samples"
         )
+
+
+def _import(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """The default value of each argument of ``cls``'s constructor, as a config that does not set it gets."""
+    parameters = inspect.signature(cls).parameters.values()
+    return {parameter.name: parameter.default for parameter in parameters if parameter.default is not parameter.empty}
 
 
 def _override(overrides: tuple[str, ...], key: str, default: Any) -> Any:
