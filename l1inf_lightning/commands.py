@@ -1,6 +1,6 @@
-"""The ``l1inf-lightning`` command: our own commands (``cv``) by name, everything else to LightningCLI.
+"""The ``l1inf-lightning`` command: our own commands (``cv``, ``reproduce``) by name, everything else to LightningCLI.
 
-The one place that dispatches. ``cli.py`` knows nothing of ``cv``, so ``cv`` can build fits with it.
+The one place that dispatches. ``cli.py`` knows nothing of ``cv`` or ``reproduce``, so they can build fits with it.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from l1inf_lightning import cv
+from l1inf_lightning import cv, reproduce
 from l1inf_lightning.cli import fit_cli, next_steps, quiet_lightning_notices
 
 __all__ = ["COMMANDS", "main"]
 
 # Commands beyond LightningCLI's subcommands: name -> function of the remaining arguments.
-COMMANDS: dict[str, Callable[[list[str]], Any]] = {"cv": cv.main}
+COMMANDS: dict[str, Callable[[list[str]], Any]] = {"cv": cv.main, "reproduce": reproduce.main}
 # The exit statuses of a command stopped by SIGINT or SIGTERM (128 + the signal's number).
 _STOPPED_BY_SIGNAL = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 

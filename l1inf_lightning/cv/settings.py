@@ -120,7 +120,8 @@ def _option_key(token: str) -> str | None:
 class RunSpec:
     """One fit of a sweep: everything a worker on any machine needs, picklable and JSON-ready (``asdict``).
 
-    ``fold`` None is the refit: the whole training set (no folds), followed by a test on the test set.
+    ``fold`` None trains on the whole training set (no folds) and then tests on the test set: the refit (``index``
+    -1), or one run of a grid that is not a cross-validation (a reproduction of the talk, named by ``label``).
 
     Args:
         index: Position in :func:`list_runs` (``--only-run INDEX``); -1 for the refit.
@@ -131,6 +132,7 @@ class RunSpec:
         config: Absolute path of the LightningCLI config.
         overrides: The user's extra LightningCLI arguments.
         log_root: Directory that holds every run's TensorBoard logs.
+        label: What else sets this run apart (e.g. ``depth100-20``), prefixed to its run id and log directory.
     """
 
     index: int
@@ -141,18 +143,31 @@ class RunSpec:
     config: str
     overrides: tuple[str, ...]
     log_root: str
+    label: str = ""
+
+    @property
+    def is_refit(self) -> bool:
+        """Whether this is the refit of a sweep (stored as ``refit.json``, not among the runs' results)."""
+        return self.index == -1
 
     @property
     def run_id(self) -> str:
-        """A name unique within the sweep, e.g. ``c0.1_fold3_seed0`` or ``c0.1_refit_seed0``."""
-        part = "refit" if self.fold is None else f"fold{self.fold}"
-        return f"c{radius_label(self.radius)}_{part}_seed{self.seed}"
+        """A unique name: ``c0.1_fold3_seed0``, ``c0.1_refit_seed0``, ``depth100-20_c0.1_all_seed0``."""
+        prefix = f"{self.label}_" if self.label else ""
+        return f"{prefix}c{radius_label(self.radius)}_{self._part}_seed{self.seed}"
 
     @property
     def log_dir(self) -> Path:
-        """The run's TensorBoard version directory: ``<log_root>/c<c>/fold<i>_seed<s>``."""
-        version = "refit" if self.fold is None else f"fold{self.fold}"
-        return Path(self.log_root) / f"c{radius_label(self.radius)}" / f"{version}_seed{self.seed}"
+        """The run's TensorBoard version directory: ``<log_root>/[<label>_]c<c>/fold<i>_seed<s>``."""
+        prefix = f"{self.label}_" if self.label else ""
+        return Path(self.log_root) / f"{prefix}c{radius_label(self.radius)}" / f"{self._part}_seed{self.seed}"
+
+    @property
+    def _part(self) -> str:
+        """``fold<i>``; ``refit`` for the refit; ``all`` for a run on the whole training set that is not a refit."""
+        if self.fold is not None:
+            return f"fold{self.fold}"
+        return "refit" if self.is_refit else "all"
 
     def fit_args(self) -> list[str]:
         """The ``l1inf-lightning fit`` arguments of this run; the sweep's own come last, so they win."""

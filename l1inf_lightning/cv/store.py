@@ -16,13 +16,14 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from l1inf_lightning.cv.settings import RunSpec, SweepError, SweepSettings
+from l1inf_lightning.cv.settings import RunSpec, SweepError
 
 __all__ = [
     "CONSOLE_DIR",
     "FINISHED",
+    "JsonSettings",
     "is_finished",
     "load_results",
     "prepare_output",
@@ -38,6 +39,13 @@ CONSOLE_DIR = "console"
 REFIT_FILE = "refit.json"
 # Statuses of a run that is done; an "interrupted" run (stopped by a signal) is stored too, but is run again.
 FINISHED = ("ok", "failed")
+
+
+class JsonSettings(Protocol):
+    """Settings of any grid of runs kept in one output directory (a reproduction's, besides a sweep's)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as stored in ``sweep.json``; another grid cannot write into the same directory."""
 
 
 def is_finished(result: Mapping[str, Any] | None) -> bool:
@@ -70,7 +78,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def result_path(output: str | Path, spec: RunSpec) -> Path:
     """Where the result of ``spec`` is stored: ``<output>/results/<run_id>.json`` (``refit.json`` for the refit)."""
     output = Path(output)
-    return output / REFIT_FILE if spec.fold is None else output / RESULTS_DIR / f"{spec.run_id}.json"
+    return output / REFIT_FILE if spec.is_refit else output / RESULTS_DIR / f"{spec.run_id}.json"
 
 
 def write_result(output: str | Path, spec: RunSpec, result: Mapping[str, Any]) -> Path:
@@ -98,7 +106,7 @@ def load_results(output: str | Path) -> dict[str, dict[str, Any]]:
     return results
 
 
-def prepare_output(output: str | Path, settings: SweepSettings) -> Path:
+def prepare_output(output: str | Path, settings: JsonSettings) -> Path:
     """Create the output directory with ``sweep.json``, or check that the one there holds the same settings.
 
     Raises:

@@ -109,6 +109,18 @@ def test_list_runs_covers_the_grid_once_with_each_run_its_own_fit_arguments(tmp_
     refit = refit_spec(settings, tmp_path, 1.0)
     assert refit.fold is None and refit.run_id == "c1.0_refit_seed0"
     assert "--data.init_args.num_folds=null" in refit.fit_args()
+    assert cv.store.result_path(tmp_path, refit) == tmp_path / "refit.json"
+
+
+def test_a_labelled_run_on_the_whole_training_set_is_a_run_of_its_own_not_a_refit(tmp_path):
+    """Grids that are not cross-validations (``reproduce``) store runs with fold None beside each other."""
+    spec = RunSpec(3, 0.1, None, None, 2, str(CONFIG), (), str(tmp_path / "logs"), label="depth100-20")
+    assert not spec.is_refit and spec.run_id == "depth100-20_c0.1_all_seed2"
+    assert spec.log_dir == tmp_path / "logs" / "depth100-20_c0.1" / "all_seed2"
+    assert cv.store.result_path(tmp_path, spec) == tmp_path / "results" / "depth100-20_c0.1_all_seed2.json"
+    other = RunSpec(4, 0.1, None, None, 2, str(CONFIG), (), str(tmp_path / "logs"), label="depth100-50-20")
+    assert other.run_id != spec.run_id and other.log_dir != spec.log_dir
+    assert "--data.init_args.num_folds=null" in spec.fit_args()
 
 
 def fake_result(spec: RunSpec, acc: float, status: str = "ok") -> dict:

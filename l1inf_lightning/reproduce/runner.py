@@ -1,0 +1,77 @@
+"""One reproduction: run the fits not yet recorded (on the ``cv`` machinery), then write and print the table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from l1inf_lightning.cv.backends import LocalBackend
+from l1inf_lightning.cv.execution import execute
+from l1inf_lightning.cv.store import is_finished, load_results, prepare_output
+from l1inf_lightning.reproduce.experiments import Experiment, Protocol, list_runs
+from l1inf_lightning.reproduce.figures import plot_against_talk
+from l1inf_lightning.reproduce.tables import Row, collect, markdown, write_csv
+
+__all__ = ["FIGURE", "run_reproduction"]
+
+FIGURE = "accuracy_gap.png"
+
+
+def run_reproduction(
+    experiment: Experiment, protocol: Protocol, output: str | Path, workers: int = 1, *, progress: bool = True
+) -> list[Row]:
+    """Train every run of ``protocol`` not recorded in ``output/<name>``, then write its table and figure there.
+
+    Each fit is a :func:`~l1inf_lightning.cv.execution.fit_and_store` task of a
+    :class:`~l1inf_lightning.cv.LocalBackend`: its result is stored atomically as it ends, so rerunning resumes, and
+    a finished reproduction trains nothing (no worker is even started) and rewrites the same tables.
+
+    Args:
+        experiment: What is reproduced.
+        protocol: How (:func:`~l1inf_lightning.reproduce.experiments.make_protocol`).
+        output: The parent directory; this reproduction lives in ``output/<experiment.name>``.
+        workers: Fits at once.
+        progress: Show a progress bar.
+
+    Returns:
+        The table's rows, also written as ``table.csv``, ``table.md`` and ``accuracy_gap.png``, and printed.
+
+    Raises:
+        SweepError: On a bad worker count, or a directory that holds another protocol; before any training.
+        SweepInterrupted: On SIGINT or SIGTERM (:func:`~l1inf_lightning.cv.execution.execute`).
+    """
+    backend = LocalBackend(workers)  # checks `workers` before anything is written
+    directory = prepare_output(Path(output) / experiment.name, protocol)
+    specs = list_runs(experiment, protocol, directory)
+    results = load_results(directory)
+    todo = [spec for spec in specs if not is_finished(results.get(spec.run_id))]
+    print(
+        f"Reproducing `{experiment.name}`: {len(specs)} runs in {directory}; {len(specs) - len(todo)} already "
+        f"recorded, {len(todo)} to run on {backend.describe()}.",
+        flush=True,
+    )
+    if todo:
+        done = len(specs) - len(todo)
+        bar = tqdm(total=len(specs), initial=done, desc=experiment.name, unit="run", disable=not progress)
+
+        def on_result(result: dict[str, Any]) -> None:
+            results[result["run_id"]] = result
+            if result["status"] != "ok":
+                bar.write(f"Run {result['run_id']} failed: {result['error']}")
+            bar.update()
+
+        try:
+            with backend:
+                execute(todo, directory, backend, on_result)
+        finally:
+            bar.close()
+    rows = collect(experiment, protocol, specs, results)
+    text = markdown(experiment, protocol, rows)
+    write_csv(rows, directory / "table.csv")
+    (directory / "table.md").write_text(text, encoding="utf-8")
+    plot_against_talk(experiment, rows, directory / FIGURE)
+    print()
+    print(text, end="")
+    return rows
