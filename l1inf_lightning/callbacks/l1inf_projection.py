@@ -157,6 +157,7 @@ class L1InfProjection(Callback):
         # Radius-aware mode, by optimizer: the parameters whose steps are scaled, and their values before the step.
         self._scaled: dict[int, list[tuple[Tensor, str, int]]] = {}
         self._before_step: dict[int, list[Tensor]] = {}
+        self._armed: set[int] = set()
         self._warned: set[str] = set()
 
     def __repr__(self) -> str:
@@ -244,7 +245,7 @@ class L1InfProjection(Callback):
             self._setup_radius_aware(trainer, pl_module, constrained)
         self._project(constrained, self.num_projections)
         self._remove_hooks()
-        self._scaled, self._before_step, self._warned = {}, {}, set()
+        self._scaled, self._before_step, self._armed, self._warned = {}, {}, set(), set()
         for optimizer in trainer.optimizers:
             owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
             # A layer is this optimizer's when it steps any of the layer's parameters (a frozen weight with a
@@ -321,7 +322,14 @@ class L1InfProjection(Callback):
         if not scaled:
             return
         # The optimizer runs on W / s: its gradient is s * dL/dW, and its step (rescaled after it) is in units of s.
-        self._before_step[id(optimizer)] = [param.detach().clone() for param, _, _ in scaled]
+        # The copies are kept from step to step (one allocation per fit, not per step); `_armed` says they are fresh.
+        before = self._before_step.get(id(optimizer))
+        if before is None:
+            self._before_step[id(optimizer)] = [param.detach().clone() for param, _, _ in scaled]
+        else:
+            for copy, (param, _, _) in zip(before, scaled, strict=True):
+                copy.copy_(param.detach())
+        self._armed.add(id(optimizer))
         for (param, _, _), scale in zip(scaled, self._step_scales(scaled, self.num_projections), strict=True):
             if param.grad is not None:
                 param.grad.mul_(scale)
@@ -331,7 +339,8 @@ class L1InfProjection(Callback):
     def _make_step_hook(self, layers: dict[str, tuple[nn.Module, float]], scaled: list[tuple[Tensor, str, int]]) -> Any:
         @torch.no_grad()
         def hook(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-            before = self._before_step.pop(id(optimizer), None)
+            before = self._before_step.get(id(optimizer)) if id(optimizer) in self._armed else None
+            self._armed.discard(id(optimizer))
             if scaled and before is None:
                 self._warn(
                     "`L1InfProjection(mode='radius_aware')`: an optimizer stepped without Lightning's "
