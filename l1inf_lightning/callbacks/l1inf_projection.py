@@ -257,7 +257,10 @@ class L1InfProjection(Callback):
             }
             if not layers:
                 continue
-            scaled = self._scaled_parameters(constrained, owned) if self.radius_aware else []
+            # A layer whose c is at least start_radius is never rescaled (s = 1 at every step): when no layer is,
+            # the radius-aware mode is Algorithm 1, and the per-step copies and rescaling are skipped.
+            rescaled = self.radius_aware and any(r < self.start_radius for _, r in constrained.values())
+            scaled = self._scaled_parameters(constrained, owned) if rescaled else []
             if scaled:
                 self._scaled[id(optimizer)] = scaled
             self._handles.append(optimizer.register_step_post_hook(self._make_step_hook(layers, scaled)))
