@@ -11,6 +11,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 from torchmetrics import Accuracy, MeanSquaredError, Metric
+from torchmetrics.classification import MulticlassStatScores
 from typing_extensions import override
 
 from l1inf_lightning.functional import is_affine
@@ -27,8 +28,9 @@ def _adam(params: Any) -> torch.optim.Optimizer:
 class SupervisedModule(pl.LightningModule):
     """Train ``net`` with cross entropy (classification) or mean squared error (regression).
 
-    Logs ``train/loss``, ``val/loss``, ``test/loss`` and ``{split}/acc`` or ``{split}/mse``. The logged
-    losses are the data loss alone; optional L1/L2 weight penalties (for the paper's comparison of
+    Logs ``train/loss``, ``val/loss``, ``test/loss`` and ``{split}/acc`` or ``{split}/mse``; for classification also
+    ``val/top_class_share`` and ``test/top_class_share``, the share of the predictions that go to the most predicted
+    class (1.0: the network predicts a single class, i.e. it did not learn). The logged losses are the data loss alone; optional L1/L2 weight penalties (for the paper's comparison of
     regularizers) are added to the training objective and logged as ``train/penalty``.
 
     Args:
@@ -107,6 +109,12 @@ class SupervisedModule(pl.LightningModule):
             make_metric = MeanSquaredError
         # One metric object per split, as torchmetrics requires for correct accumulation.
         self.metrics = nn.ModuleDict({f"{split}_metric": make_metric() for split in ("train", "val", "test")})
+        # Per-class prediction counts (true + false positives) on the evaluation splits, for `{split}/top_class_share`.
+        self.prediction_counts = nn.ModuleDict(
+            {}
+            if task == "regression"
+            else {split: MulticlassStatScores(num_classes, average=None) for split in ("val", "test")}
+        )
 
     @override
     def setup(self, stage: str) -> None:
@@ -146,7 +154,10 @@ class SupervisedModule(pl.LightningModule):
         loss = self.loss(output, y)
         metric: Metric = self.metrics[f"{split}_metric"]
         if self.task == "classification":
-            metric(output.argmax(dim=1), y)
+            predictions = output.argmax(dim=1)
+            metric(predictions, y)
+            if split in self.prediction_counts:
+                self.prediction_counts[split].update(predictions, y)
         else:
             metric(output, y.reshape(output.shape))
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=split != "train")
@@ -169,6 +180,25 @@ class SupervisedModule(pl.LightningModule):
     @override
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.model_step(batch, "test")
+
+    def _log_top_class_share(self, split: str) -> None:
+        if split not in self.prediction_counts:
+            return
+        counts = self.prediction_counts[split]
+        if not counts.update_called:  # e.g. a sanity check that was skipped
+            return
+        scores = counts.compute()  # (num_classes, 5): tp, fp, tn, fn, support
+        predicted = (scores[:, 0] + scores[:, 1]).float()
+        self.log(f"{split}/top_class_share", predicted.max() / predicted.sum().clamp_min(1.0))
+        counts.reset()
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._log_top_class_share("val")
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._log_top_class_share("test")
 
     @override
     def configure_optimizers(self) -> Any:

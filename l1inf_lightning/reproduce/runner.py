@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +10,13 @@ from tqdm import tqdm
 
 from l1inf_lightning.cv.backends import LocalBackend
 from l1inf_lightning.cv.execution import execute
+from l1inf_lightning.cv.settings import RunSpec
 from l1inf_lightning.cv.store import is_finished, load_results, prepare_output
 from l1inf_lightning.reproduce.experiments import Experiment, Protocol, list_runs
 from l1inf_lightning.reproduce.figures import plot_against_talk
 from l1inf_lightning.reproduce.tables import Row, collect, markdown, write_csv
 
-__all__ = ["FIGURE", "run_reproduction"]
+__all__ = ["FIGURE", "run_reproduction", "run_specs"]
 
 FIGURE = "accuracy_gap.png"
 
@@ -45,28 +47,7 @@ def run_reproduction(
     backend = LocalBackend(workers)  # checks `workers` before anything is written
     directory = prepare_output(Path(output) / experiment.name, protocol)
     specs = list_runs(experiment, protocol, directory)
-    results = load_results(directory)
-    todo = [spec for spec in specs if not is_finished(results.get(spec.run_id))]
-    print(
-        f"Reproducing `{experiment.name}`: {len(specs)} runs in {directory}; {len(specs) - len(todo)} already "
-        f"recorded, {len(todo)} to run on {backend.describe()}.",
-        flush=True,
-    )
-    if todo:
-        done = len(specs) - len(todo)
-        bar = tqdm(total=len(specs), initial=done, desc=experiment.name, unit="run", disable=not progress)
-
-        def on_result(result: dict[str, Any]) -> None:
-            results[result["run_id"]] = result
-            if result["status"] != "ok":
-                bar.write(f"Run {result['run_id']} failed: {result['error']}")
-            bar.update()
-
-        try:
-            with backend:
-                execute(todo, directory, backend, on_result)
-        finally:
-            bar.close()
+    results = run_specs(experiment.name, specs, directory, backend, progress=progress)
     rows = collect(experiment, protocol, specs, results)
     text = markdown(experiment, protocol, rows)
     write_csv(rows, directory / "table.csv")
@@ -75,3 +56,49 @@ def run_reproduction(
     print()
     print(text, end="")
     return rows
+
+
+def run_specs(
+    name: str, specs: Sequence[RunSpec], directory: Path, backend: LocalBackend, *, progress: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Run the ``specs`` not recorded in ``directory`` on ``backend`` (started and closed here), with a progress bar.
+
+    Each fit is a :func:`~l1inf_lightning.cv.execution.fit_and_store` task: its result is stored atomically as it
+    ends, so rerunning resumes, and when every run is recorded no worker is even started.
+
+    Args:
+        name: What the progress bar and the first line call the runs.
+        specs: Every run (recorded or not); their run ids must be distinct.
+        directory: Where the results are stored (made by :func:`~l1inf_lightning.cv.store.prepare_output`).
+        backend: Where the fits run.
+        progress: Show a progress bar.
+
+    Returns:
+        Every stored result of ``directory`` by run id, those of this call included.
+
+    Raises:
+        SweepInterrupted: On SIGINT or SIGTERM (:func:`~l1inf_lightning.cv.execution.execute`).
+    """
+    results = load_results(directory)
+    todo = [spec for spec in specs if not is_finished(results.get(spec.run_id))]
+    print(
+        f"Reproducing `{name}`: {len(specs)} runs in {directory}; {len(specs) - len(todo)} already recorded, "
+        f"{len(todo)} to run on {backend.describe()}.",
+        flush=True,
+    )
+    if not todo:
+        return results
+    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=name, unit="run", disable=not progress)
+
+    def on_result(result: dict[str, Any]) -> None:
+        results[result["run_id"]] = result
+        if result["status"] != "ok":
+            bar.write(f"Run {result['run_id']} failed: {result['error']}")
+        bar.update()
+
+    try:
+        with backend:
+            execute(todo, directory, backend, on_result)
+    finally:
+        bar.close()
+    return results

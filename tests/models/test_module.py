@@ -100,3 +100,33 @@ def test_bad_arguments(kwargs, match):
 def test_net_without_affine_layer_is_rejected():
     with pytest.raises(ValueError, match=r"nn\.Linear or nn\.Conv"):
         SupervisedModule(torch.nn.Sequential(torch.nn.ReLU()))
+
+
+def test_top_class_share_is_the_share_of_predictions_in_the_most_predicted_class():
+    model = SupervisedModule(MLP(6, [8], 3))
+    with torch.no_grad():  # every logit of class 2 wins: a network that predicts a single class
+        model.net.layers[-1].weight.zero_()
+        model.net.layers[-1].bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
+    x = torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(40) % 3
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)  # 3 batches: the counts add up over the epoch
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    assert trainer.test(model, loader, verbose=False)[0]["test/top_class_share"] == 1.0
+    with torch.no_grad():  # now the first input's sign decides between classes 0 and 1
+        model.net.layers[-1].bias.zero_()
+        model.net.layers[0].weight.zero_()
+        model.net.layers[0].weight[0, 0] = 1.0
+        model.net.layers[0].weight[1, 0] = -1.0
+        model.net.layers[0].bias.zero_()
+        model.net.layers[-1].weight[0, 0] = 1.0
+        model.net.layers[-1].weight[1, 1] = 1.0
+    share = trainer.test(model, loader, verbose=False)[0]["test/top_class_share"]
+    expected = max((x[:, 0] > 0).sum().item(), (x[:, 0] < 0).sum().item()) / 40
+    assert share == pytest.approx(expected)
+    assert share < 1.0
+    assert trainer.validate(model, loader, verbose=False)[0]["val/top_class_share"] == pytest.approx(expected)
+
+
+def test_regression_logs_no_top_class_share():
+    _, metrics = fit(SupervisedModule(MLP(6, [8], 1), task="regression"), "regression")
+    assert not any("top_class_share" in key for key in metrics)
