@@ -30,8 +30,9 @@ class SupervisedModule(pl.LightningModule):
 
     Logs ``train/loss``, ``val/loss``, ``test/loss`` and ``{split}/acc`` or ``{split}/mse``; for classification also
     ``val/top_class_share`` and ``test/top_class_share``, the share of the predictions that go to the most predicted
-    class (1.0: the network predicts a single class, i.e. it did not learn). The logged losses are the data loss alone; optional L1/L2 weight penalties (for the paper's comparison of
-    regularizers) are added to the training objective and logged as ``train/penalty``.
+    class (1.0: the network predicts a single class, i.e. it did not learn). The logged losses are the data loss
+    alone; optional L1/L2 weight penalties (for the paper's comparison of regularizers) are added to the training
+    objective and logged as ``train/penalty``.
 
     Args:
         net: The network; its last ``nn.Linear``/``nn.Conv`` is taken as the output layer.
