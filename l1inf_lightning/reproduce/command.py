@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 import shlex
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from l1inf_lightning.cv.execution import SweepInterrupted
 from l1inf_lightning.cv.settings import SweepError
 from l1inf_lightning.reproduce.experiments import EXPERIMENTS, make_protocol
+from l1inf_lightning.reproduce.regularizers import reproduce_regularizers
 from l1inf_lightning.reproduce.runner import run_reproduction
 from l1inf_lightning.reproduce.tables import Row
 
-__all__ = ["NAMES", "build_parser", "main"]
+__all__ = ["BUILT", "NAMES", "OTHERS", "build_parser", "main"]
 
-# Every result of the talk, in its order; those in EXPERIMENTS are built, the others say so.
+# Every result of the talk, in its order; those in EXPERIMENTS or OTHERS are built, the others say so.
 NAMES = ("regression", "classification", "weight-image", "depth", "sample-size", "regularizers", "cv")
+# The reproductions that are not a grid of columns × c: each writes its own table and returns its Markdown.
+OTHERS: dict[str, Callable[..., str]] = {"regularizers": reproduce_regularizers}
+BUILT = tuple(name for name in NAMES if name in EXPERIMENTS or name in OTHERS)
 
 _EPILOG = """\
 Each run is an ordinary `l1inf-lightning fit` of the experiment's config on the whole training set, then a test,
@@ -41,17 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "name", choices=NAMES, metavar="NAME", help=f"One of {', '.join(NAMES)} (built: {', '.join(EXPERIMENTS)})."
+        "name", choices=NAMES, metavar="NAME", help=f"One of {', '.join(NAMES)} (built: {', '.join(BUILT)})."
     )
     parser.add_argument("--quick", action="store_true", help="A tiny smoke-test version (minutes, not a measurement).")
     parser.add_argument("--output", default="results", help="Parent directory; files go to OUTPUT/NAME (results).")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="Fits at once (1).")
     parser.add_argument("--seeds", type=int, metavar="N", help="Seeds 0 .. N-1 per cell (default 5; --quick: 1).")
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    parser.add_argument(
+        "--data-dir", default="data", help="Where MNIST and CIFAR-10 are read from, for `regularizers` (data)."
+    )
     return parser
 
 
-def main(argv: Sequence[str]) -> list[Row] | None:
+def main(argv: Sequence[str]) -> list[Row] | str | None:
     """Entry point of ``l1inf-lightning reproduce``: ``argv`` are the arguments after the word ``reproduce``.
 
     A name of the talk that is not built yet, or a bad argument, exits with status 2 and a message; SIGINT and SIGTERM
@@ -59,10 +66,21 @@ def main(argv: Sequence[str]) -> list[Row] | None:
     """
     parser = build_parser()
     args = parser.parse_args(list(argv))
-    if args.name not in EXPERIMENTS:
-        parser.error(f"`reproduce {args.name}` is not implemented yet; implemented: {', '.join(EXPERIMENTS)}")
-    experiment = EXPERIMENTS[args.name]
+    if args.name not in BUILT:
+        parser.error(f"`reproduce {args.name}` is not implemented yet; implemented: {', '.join(BUILT)}")
     try:
+        if args.name in OTHERS:
+            options = {"data_dir": args.data_dir} if args.name == "regularizers" else {}
+            run = OTHERS[args.name]
+            return run(
+                quick=args.quick,
+                seeds=args.seeds,
+                output=args.output,
+                workers=args.workers,
+                progress=not args.no_progress,
+                **options,
+            )
+        experiment = EXPERIMENTS[args.name]
         protocol = make_protocol(experiment, quick=args.quick, seeds=args.seeds)
         return run_reproduction(experiment, protocol, args.output, args.workers, progress=not args.no_progress)
     except SweepError as error:

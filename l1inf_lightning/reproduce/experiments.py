@@ -20,9 +20,9 @@ import yaml
 
 from l1inf_lightning.callbacks import L1InfProjection
 from l1inf_lightning.cv.settings import LOGS_DIR, RunSpec, SweepError, radius_label
-from l1inf_lightning.reproduce.talk import TALK_DEPTH, TALK_SAMPLE_SIZE, TalkCell
+from l1inf_lightning.reproduce.talk import BOXPLOT_CLAIM, TALK_DEPTH, TALK_SAMPLE_SIZE, TalkCell
 
-__all__ = ["EXPERIMENTS", "Column", "Experiment", "Protocol", "list_runs", "make_protocol"]
+__all__ = ["EXACT_MODE", "EXPERIMENTS", "Column", "Experiment", "Protocol", "list_runs", "make_protocol"]
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 INF = math.inf
@@ -33,7 +33,6 @@ _QUIET = (
     "--trainer.enable_checkpointing=false",
 )
 # --quick: a smoke test of the whole pipeline, not a measurement.
-_QUICK_EPOCHS = 2
 _QUICK_DATA = ("--data.init_args.num_test=200", "--data.init_args.num_val=100")
 
 
@@ -63,9 +62,13 @@ class Experiment:
         column_title: What the columns vary, e.g. ``net`` or ``n (training samples)``.
         columns: The talk's columns.
         radii: The talk's rows (c), in its order (``inf`` first).
-        talk: ``{column header: {c: (gap, acc %) or None}}``.
+        talk: ``{column header: {c: (gap, acc %) or None}}``, or None where the talk prints no numbers.
         quick_columns: Headers of the columns ``--quick`` runs.
         quick_radii: The c that ``--quick`` runs.
+        metric: The test metric of the table (``test/acc`` is shown in %).
+        claim: What the talk says, where it shows a figure and prints no numbers (then ``talk`` is None).
+        figure: ``lines`` (ours and the talk's numbers against c) or ``boxes`` (box plots over the runs per c).
+        quick_epochs: Epochs of ``--quick``.
     """
 
     name: str
@@ -74,9 +77,28 @@ class Experiment:
     column_title: str
     columns: tuple[Column, ...]
     radii: tuple[float, ...]
-    talk: Mapping[str, Mapping[float, TalkCell]]
+    talk: Mapping[str, Mapping[float, TalkCell]] | None
     quick_columns: tuple[str, ...]
     quick_radii: tuple[float, ...]
+    metric: str = "test/acc"
+    claim: str = ""
+    figure: str = "lines"
+    quick_epochs: int = 2
+
+    @property
+    def metric_name(self) -> str:
+        """The metric's short name in ``table.csv``: ``acc`` or ``mse``."""
+        return self.metric.rsplit("/", 1)[-1]
+
+    @property
+    def percent(self) -> bool:
+        """Whether the metric is an accuracy, shown in % (the talk's unit)."""
+        return self.metric_name == "acc"
+
+    @property
+    def metric_header(self) -> str:
+        """The metric's column header: ``acc %`` or ``test mse``."""
+        return "acc %" if self.percent else f"test {self.metric_name}"
 
 
 def _hidden(widths: str) -> Column:
@@ -86,6 +108,14 @@ def _hidden(widths: str) -> Column:
 
 def _sample_size(n: int) -> Column:
     return Column(str(n), f"n{n}", (f"--data.init_args.num_train={n}",))
+
+
+# Algorithm 1 exactly as the talk writes it: projected steps on the net as it is (with its output bias).
+EXACT_MODE = ("--projection.mode=exact", "--model.init_args.net.init_args.output_bias=true")
+_CLASSIFICATION_COLUMNS = (
+    Column("radius-aware", "radius-aware", ()),
+    Column("exact (Algorithm 1)", "exact", EXACT_MODE),
+)
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -110,6 +140,34 @@ EXPERIMENTS: dict[str, Experiment] = {
         talk=TALK_SAMPLE_SIZE,
         quick_columns=("500", "1000"),
         quick_radii=(INF, 0.1),
+    ),
+    "regression": Experiment(
+        name="regression",
+        title="Generalization error and sparsity rate vs c on synthetic regression (1000-300-1 net)",
+        config=CONFIGS / "synthetic_regression.yaml",
+        column_title="net",
+        columns=(Column("1000-300-1", "regression", ()),),
+        radii=(INF, 10.0, 3.0, 1.0, 0.3, 0.1),
+        talk=None,
+        quick_columns=("1000-300-1",),
+        quick_radii=(INF, 0.3),
+        metric="test/mse",
+        claim=BOXPLOT_CLAIM,
+        figure="boxes",
+        quick_epochs=100,  # the config validates (and so measures the gap) every 100 epochs
+    ),
+    "classification": Experiment(
+        name="classification",
+        title="Generalization error and sparsity rate vs c on synthetic classification (500-100-50-20-2 net)",
+        config=CONFIGS / "synthetic_classification.yaml",
+        column_title="mode",
+        columns=_CLASSIFICATION_COLUMNS,
+        radii=(INF, 0.5, 0.16, 0.13, 0.1, 0.07, 0.04, 0.01),
+        talk=None,
+        quick_columns=("radius-aware", "exact (Algorithm 1)"),
+        quick_radii=(INF, 0.1),
+        claim=BOXPLOT_CLAIM,
+        figure="boxes",
     ),
 }
 
@@ -159,8 +217,6 @@ class Protocol:
         data_class = _import(config["data"]["class_path"])
         data = {**_defaults(data_class), **config["data"].get("init_args", {})}
         projection = {**_defaults(L1InfProjection), **config.get("projection", {})}
-        num_test = _override(self.overrides, "data.init_args.num_test", data["num_test"])
-        num_val = _override(self.overrides, "data.init_args.num_val", data["num_val"])
         mode = projection["mode"]
         if mode == "radius_aware":
             mode += (
@@ -171,9 +227,18 @@ class Protocol:
             f"{'QUICK (a smoke test, not a measurement): ' if self.quick else ''}"
             f"config {Path(self.config).name}; optimizer {optimizer['class_path'].rsplit('.', 1)[-1]}, "
             f"lr {optimizer['init_args']['lr']}; {self.epochs} epochs; batch size {data['batch_size']}; {seeds} "
-            f"(data, initialization and shuffle); projection mode {mode}; {num_test} test samples; gap measured on "
-            f"an independent validation draw of {num_val} samples"
+            f"(data, initialization and shuffle); projection mode {mode}{_sizes(data, self.overrides)}"
         )
+
+
+def _sizes(data: Mapping[str, Any], overrides: tuple[str, ...]) -> str:
+    """The synthetic data's test and validation sizes, as the overrides leave them; nothing for image datasets."""
+    if "num_test" not in data:
+        limits = [token[len("--trainer.") :] for token in overrides if token.startswith("--trainer.limit_")]
+        return f"; {', '.join(limits)}" if limits else ""
+    num_test = _override(overrides, "data.init_args.num_test", data["num_test"])
+    num_val = _override(overrides, "data.init_args.num_val", data["num_val"])
+    return f"; {num_test} test samples; gap measured on an independent validation draw of {num_val} samples"
 
 
 def _import(class_path: str) -> type:
@@ -210,7 +275,7 @@ def make_protocol(experiment: Experiment, *, quick: bool, seeds: int | None) -> 
         columns=columns,
         radii=experiment.quick_radii if quick else experiment.radii,
         seeds=seeds or (1 if quick else 5),
-        epochs=_QUICK_EPOCHS if quick else int(config["trainer"]["max_epochs"]),
+        epochs=experiment.quick_epochs if quick else int(config["trainer"]["max_epochs"]),
         quick=quick,
         overrides=_QUIET + (_QUICK_DATA if quick else ()),
     )

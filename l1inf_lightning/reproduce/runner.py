@@ -13,12 +13,13 @@ from l1inf_lightning.cv.execution import execute
 from l1inf_lightning.cv.settings import RunSpec
 from l1inf_lightning.cv.store import is_finished, load_results, prepare_output
 from l1inf_lightning.reproduce.experiments import Experiment, Protocol, list_runs
-from l1inf_lightning.reproduce.figures import plot_against_talk
+from l1inf_lightning.reproduce.figures import plot_against_talk, plot_boxes
 from l1inf_lightning.reproduce.tables import Row, collect, markdown, write_csv
 
-__all__ = ["FIGURE", "run_reproduction", "run_specs"]
+__all__ = ["BOXES", "FIGURE", "run_reproduction", "run_specs"]
 
 FIGURE = "accuracy_gap.png"
+BOXES = "boxplots.png"
 
 
 def run_reproduction(
@@ -38,7 +39,8 @@ def run_reproduction(
         progress: Show a progress bar.
 
     Returns:
-        The table's rows, also written as ``table.csv``, ``table.md`` and ``accuracy_gap.png``, and printed.
+        The table's rows, also written as ``table.csv``, ``table.md`` and ``accuracy_gap.png`` (``boxplots.png``
+        where the talk shows box plots), and printed.
 
     Raises:
         SweepError: On a bad worker count, or a directory that holds another protocol; before any training.
@@ -50,9 +52,12 @@ def run_reproduction(
     results = run_specs(experiment.name, specs, directory, backend, progress=progress)
     rows = collect(experiment, protocol, specs, results)
     text = markdown(experiment, protocol, rows)
-    write_csv(rows, directory / "table.csv")
+    write_csv(rows, directory / "table.csv", experiment.metric_name, with_talk=experiment.talk is not None)
     (directory / "table.md").write_text(text, encoding="utf-8")
-    plot_against_talk(experiment, rows, directory / FIGURE)
+    if experiment.figure == "boxes":
+        plot_boxes(experiment, rows, directory / BOXES)
+    else:
+        plot_against_talk(experiment, rows, directory / FIGURE)
     print()
     print(text, end="")
     return rows

@@ -8,9 +8,16 @@ stochastic gradient descent". The talk gives no optimizer, learning rate, epochs
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
-__all__ = ["TALK_DEPTH", "TALK_SAMPLE_SIZE", "TalkCell"]
+__all__ = ["BOXPLOT_CLAIM", "REGULARIZER_DATASETS", "TALK_DEPTH", "TALK_REGULARIZERS", "TALK_SAMPLE_SIZE", "TalkCell"]
+
+# What the talk says of its box plots of generalization error and sparsity rate vs c (it prints no numbers for them).
+BOXPLOT_CLAIM = (
+    "the generalization error decreases as c decreases. Also, the network becomes sparser with a smaller c "
+    "(box plots only; the talk prints no numbers for them)"
+)
 
 # (generalization error, test accuracy %), or None where the talk prints "-".
 TalkCell = tuple[float, float] | None
@@ -56,3 +63,34 @@ def _parse(columns: tuple[str, ...], rows: str) -> dict[str, dict[float, TalkCel
 
 TALK_DEPTH: Mapping[str, Mapping[float, TalkCell]] = _parse(_DEPTH_COLUMNS, _DEPTH_ROWS)
 TALK_SAMPLE_SIZE: Mapping[str, Mapping[float, TalkCell]] = _parse(_SAMPLE_SIZE_COLUMNS, _SAMPLE_SIZE_ROWS)
+
+# "Comparison with Other Regularizers": test accuracy % on synthetic classification, MNIST and CIFAR-10.
+REGULARIZER_DATASETS = ("Cla. (Synthesized Data)", "MNIST", "CIFAR10")
+_REGULARIZER_ROWS = """
+No                  71.6 97.85 93.34
+L1, λ = 0.1         50.0 13.87 48.32
+L1, λ = 0.01        50.0 11.35 92.53
+L1, λ = 0.001       81.6 97.33 93.43
+L1, λ = 0.0001      73.2 97.99 93.64
+L2, λ = 0.1         70.8 80.30 80.41
+L2, λ = 0.01        73.4 92.30 90.38
+L2, λ = 0.001       73.2 94.43 91.41
+L2, λ = 0.0001      71.8 97.90 93.72
+Dropout, r_d = 0.5  73.5 98.11 93.42
+Our approach        91.0 98.03 93.75
+"""
+
+
+def _parse_regularizers(rows: str) -> dict[str, dict[str, float]]:
+    """The printed table as ``{row header: {dataset: acc %}}`` (two spaces or more end the header)."""
+    table = {}
+    for line in rows.strip().splitlines():
+        header, numbers = re.split(r"\s{2,}", line, maxsplit=1)
+        cells = numbers.split()
+        if len(cells) != len(REGULARIZER_DATASETS):
+            raise ValueError(f"Expected {len(REGULARIZER_DATASETS)} cells in the talk's row {line!r}")
+        table[header] = dict(zip(REGULARIZER_DATASETS, map(float, cells), strict=True))
+    return table
+
+
+TALK_REGULARIZERS: Mapping[str, Mapping[str, float]] = _parse_regularizers(_REGULARIZER_ROWS)
