@@ -9,17 +9,23 @@ from collections.abc import Callable, Sequence
 
 from l1inf_lightning.cv.execution import SweepInterrupted
 from l1inf_lightning.cv.settings import SweepError
+from l1inf_lightning.reproduce.crossval import reproduce_cv
 from l1inf_lightning.reproduce.experiments import EXPERIMENTS, make_protocol
 from l1inf_lightning.reproduce.regularizers import reproduce_regularizers
 from l1inf_lightning.reproduce.runner import run_reproduction
 from l1inf_lightning.reproduce.tables import Row
+from l1inf_lightning.reproduce.weight_image import reproduce_weight_image
 
 __all__ = ["BUILT", "NAMES", "OTHERS", "build_parser", "main"]
 
 # Every result of the talk, in its order; those in EXPERIMENTS or OTHERS are built, the others say so.
 NAMES = ("regression", "classification", "weight-image", "depth", "sample-size", "regularizers", "cv")
 # The reproductions that are not a grid of columns × c: each writes its own table and returns its Markdown.
-OTHERS: dict[str, Callable[..., str]] = {"regularizers": reproduce_regularizers}
+OTHERS: dict[str, Callable[..., str]] = {
+    "weight-image": reproduce_weight_image,
+    "regularizers": reproduce_regularizers,
+    "cv": reproduce_cv,
+}
 BUILT = tuple(name for name in NAMES if name in EXPERIMENTS or name in OTHERS)
 
 _EPILOG = """\

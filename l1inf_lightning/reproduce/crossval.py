@@ -10,8 +10,6 @@ only, so there are no numbers of the talk's to set beside ours.
 from __future__ import annotations
 
 import csv
-import importlib
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +26,8 @@ from l1inf_lightning.cv.runner import run_sweep
 from l1inf_lightning.cv.settings import SweepError, SweepSettings, list_runs, radius_label
 from l1inf_lightning.cv.statistics import RadiusSummary, SweepSummary, mean_std
 from l1inf_lightning.cv.store import load_results, prepare_output
+from l1inf_lightning.reproduce.experiments import _QUICK_DATA, _QUIET, _defaults, _import, _override
+from l1inf_lightning.reproduce.tables import number
 
 __all__ = [
     "CLASSIFICATION_RADII",
@@ -54,13 +54,6 @@ QUICK_FOLDS = 3
 FIGURE = "cv_curves.png"
 # Logged by a classification model: the share of predictions in the most predicted class (1.0: a single class).
 _SHARE = "val/top_class_share"
-# Options of every run: nothing that only a person at a terminal reads, and no checkpoint files.
-_QUIET = (
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--trainer.enable_checkpointing=false",
-)
-_QUICK_DATA = ("--data.init_args.num_test=200", "--data.init_args.num_val=100")
 # The talk's words, quoted as printed (its OCR), in table.md.
 TALK_WORDS = (
     "We use k-fold cross validation to choose the parameter. We divided the training dataset into 10 folds. Each "
@@ -249,16 +242,12 @@ def _rows(summaries: dict[str, SweepSummary], single: dict[str, dict[float, int]
             line: dict[str, Any] = {"task": name, "c": radius_label(row.radius), "metric": summary.metric}
             for key, values in (("metric", row.metric), ("gap", row.gap), ("sparsity", row.sparsity)):
                 mean, std = mean_std(values)
-                line[f"{key}_mean"], line[f"{key}_std"] = _number(mean), _number(std)
+                line[f"{key}_mean"], line[f"{key}_std"] = number(mean), number(std)
             line["runs_single_class"] = "" if single[name] is None else single[name][row.radius]
             line["runs_ok"], line["runs_failed"], line["runs_missing"] = row.num_ok, row.num_failed, row.num_missing
             line["chosen"] = summary.best is not None and row.radius == summary.best
             rows.append(line)
     return rows
-
-
-def _number(value: float) -> float | str:
-    return "" if math.isnan(value) else round(value, 6)
 
 
 def _write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
@@ -277,26 +266,9 @@ def _pm(values: Sequence[float], digits: int, scale: float = 1.0) -> str:
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
-def _import(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
-def _defaults(cls: type) -> dict[str, Any]:
-    parameters = inspect.signature(cls).parameters.values()
-    return {parameter.name: parameter.default for parameter in parameters if parameter.default is not parameter.empty}
-
-
-def _option(overrides: Sequence[str], key: str, default: Any) -> Any:
-    for token in reversed(overrides):
-        if token.startswith(f"--{key}="):
-            return token.split("=", 1)[1]
-    return default
-
-
 def _class_with_args(spec: dict[str, Any], overrides: Sequence[str], prefix: str) -> str:
     """``SGD (lr 0.5, momentum 0.9)`` from a config's ``class_path`` / ``init_args`` and the runs' overrides."""
-    args = {key: _option(overrides, f"{prefix}.init_args.{key}", value) for key, value in spec["init_args"].items()}
+    args = {key: _override(overrides, f"{prefix}.init_args.{key}", value) for key, value in spec["init_args"].items()}
     shown = ", ".join(f"{key} {value}" for key, value in args.items())
     return f"{spec['class_path'].rsplit('.', 1)[-1]} ({shown})"
 
@@ -321,7 +293,7 @@ def describe(task: CvTask, settings: SweepSettings, *, quick: bool) -> str:
     return (
         f"{'QUICK (a smoke test, not a measurement): ' if quick else ''}"
         f"config {task.config.name}; optimizer {optimizer}{schedule}; "
-        f"{_option(settings.overrides, 'trainer.max_epochs', config['trainer']['max_epochs'])} epochs; "
+        f"{_override(settings.overrides, 'trainer.max_epochs', config['trainer']['max_epochs'])} epochs; "
         f"batch size {data['batch_size']}; {settings.num_folds} folds of the {num_train} training samples (each run "
         f"trains on {settings.num_folds - 1} folds, about {num_train * (settings.num_folds - 1) // settings.num_folds}"
         f" samples, and is scored on the held-out one); {seed_words} (fold assignment and initialization; the data "

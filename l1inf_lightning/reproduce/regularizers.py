@@ -105,7 +105,7 @@ DATASETS: tuple[Dataset, ...] = (
         REGULARIZER_DATASETS[1],
         "mnist",
         CONFIGS / "mnist_mlp.yaml",
-        radii=(1.0, 2.0, 4.0),
+        radii=(1.0, 4.0),
         seeds=1,
         epochs=5,
         folder="MNIST",
@@ -454,7 +454,7 @@ def plot(protocol: RegularizerProtocol, cells: Mapping[tuple[str, str], Cell], p
     headers = [*(r.header for r in REGULARIZERS), OURS]
     for axis, key in zip(axes, protocol.datasets, strict=False):
         dataset_header = protocol.protocols[key].columns[0]
-        statistics = [mean_std(cells[header, key].accuracy) for header in headers]
+        statistics = [mean_std(cells[header, key].accuracy if (header, key) in cells else ()) for header in headers]
         means = [mean for mean, _ in statistics]
         errors = [0.0 if math.isnan(std) else std for _, std in statistics]
         positions = range(len(headers))

@@ -18,7 +18,7 @@ from l1inf_lightning.cv.statistics import mean_std
 from l1inf_lightning.reproduce.experiments import Experiment, Protocol
 from l1inf_lightning.reproduce.talk import TalkCell
 
-__all__ = ["Row", "collect", "markdown", "pm", "trend", "write_csv"]
+__all__ = ["Row", "collect", "markdown", "number", "pm", "trend", "write_csv"]
 
 # A run that predicts one class on the whole test set did not learn: the talk's "cannot converge".
 _SINGLE_CLASS = "test/top_class_share"
@@ -63,8 +63,8 @@ class Row:
         cells: dict[str, Any] = {"column": self.column, "c": radius_label(self.radius)}
         for name, values in ((metric_name, self.metric), ("gap", self.gap), ("sparsity", self.sparsity)):
             mean, std = mean_std(values)
-            cells[f"{name}_mean"] = _number(mean)
-            cells[f"{name}_std"] = _number(std)
+            cells[f"{name}_mean"] = number(mean)
+            cells[f"{name}_std"] = number(std)
         cells["runs_ok"] = len(self.metric)
         cells["runs_failed"] = self.num_failed
         cells["runs_missing"] = self.num_missing
@@ -75,7 +75,8 @@ class Row:
         return cells
 
 
-def _number(value: float) -> float | str:
+def number(value: float) -> float | str:
+    """A CSV cell: the value rounded to 6 decimals, empty for NaN."""
     return "" if math.isnan(value) else round(value, 6)
 
 

@@ -28,8 +28,9 @@ from l1inf_lightning.cv.backends import LocalBackend
 from l1inf_lightning.cv.settings import LOGS_DIR, RunSpec, SweepError, radius_label
 from l1inf_lightning.cv.statistics import mean_std
 from l1inf_lightning.cv.store import load_results, prepare_output, result_path, write_json_atomic
-from l1inf_lightning.reproduce.experiments import Protocol
+from l1inf_lightning.reproduce.experiments import _QUICK_DATA, Protocol
 from l1inf_lightning.reproduce.runner import run_specs
+from l1inf_lightning.reproduce.tables import number
 
 __all__ = [
     "CONFIG",
@@ -58,7 +59,6 @@ DEFAULT_SEEDS = 5
 # measures are read from each run's last.ckpt.
 _QUIET = ("--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")
 _QUICK_EPOCHS = 2
-_QUICK_DATA = ("--data.init_args.num_test=200", "--data.init_args.num_val=100")
 TALK_WORDS = (
     "Figure: Visualization of the first twenty columns of the resulting weight matrix representing the first hidden "
     "layer with/without  $L_{1,\\infty}$ -weight normalization.",
@@ -268,17 +268,13 @@ def _collect(
     return rows
 
 
-def _number(value: float) -> float | str:
-    return "" if math.isnan(value) else round(value, 6)
-
-
 def _write_csv(rows: Sequence[WeightRow], path: Path) -> None:
     lines = []
     for row in rows:
         line: dict[str, Any] = {"c": radius_label(row.radius)}
         for name in ("l1_share", "nonzero_informative", "nonzero_rest", "sparsity", "accuracy"):
             mean, std = mean_std(getattr(row, name))
-            line[f"{name}_mean"], line[f"{name}_std"] = _number(mean), _number(std)
+            line[f"{name}_mean"], line[f"{name}_std"] = number(mean), number(std)
         line["runs_single_class"] = row.num_single_class
         line["runs_ok"], line["runs_failed"], line["runs_missing"] = row.num_ok, row.num_failed, row.num_missing
         lines.append(line)

@@ -1,6 +1,7 @@
 """`reproduce NAME --quick` end to end: the files it writes, the talk's numbers in them, resuming and rerunning."""
 
 import csv
+import json
 import math
 import shlex
 from pathlib import Path
@@ -9,8 +10,8 @@ import pytest
 
 from l1inf_lightning.commands import COMMANDS
 from l1inf_lightning.commands import main as cli_main
-from l1inf_lightning.reproduce import EXPERIMENTS, runner
-from l1inf_lightning.reproduce.command import build_parser
+from l1inf_lightning.reproduce import runner
+from l1inf_lightning.reproduce.command import BUILT, NAMES, build_parser
 from l1inf_lightning.reproduce.talk import TALK_DEPTH, TALK_SAMPLE_SIZE
 
 
@@ -43,13 +44,10 @@ def test_the_talk_tables_are_copied_as_printed():
     assert sorted(TALK_DEPTH["500-100-20-2"]) == [0.01, 0.04, 0.07, 0.1, 0.13, 0.16, 0.5, math.inf]
 
 
-@pytest.mark.parametrize("name", ["regression", "classification", "weight-image", "regularizers", "cv"])
-def test_a_name_not_built_yet_exits_2_and_lists_those_that_are(name, capsys):
-    with pytest.raises(SystemExit) as stopped:
-        cli_main(["reproduce", name, "--quick"])
-    assert stopped.value.code == 2
-    error = capsys.readouterr().err
-    assert f"`reproduce {name}` is not implemented yet; implemented: depth, sample-size" in error
+def test_every_result_of_the_talk_has_a_command():
+    assert (
+        BUILT == NAMES == ("regression", "classification", "weight-image", "depth", "sample-size", "regularizers", "cv")
+    )
 
 
 def test_an_unknown_name_exits_2_and_lists_the_talks_names(capsys):
@@ -147,4 +145,49 @@ def test_the_readmes_reproduce_commands_name_built_experiments_with_valid_argume
     assert len(commands) >= 3
     for args in commands:
         parsed = build_parser().parse_args(args)
-        assert parsed.name in EXPERIMENTS, args
+        assert parsed.name in BUILT, args
+
+
+@pytest.fixture(scope="module")
+def quick_boxes(tmp_path_factory):
+    output = tmp_path_factory.mktemp("boxes")
+    quick("classification", output, "--workers", "2")
+    quick("regression", output)
+    return output
+
+
+def test_quick_classification_puts_the_exact_mode_beside_the_radius_aware_one(quick_boxes):
+    directory = quick_boxes / "classification"
+    table = read_csv(directory / "table.csv")
+    modes = ("radius-aware", "exact (Algorithm 1)")
+    assert [(row["c"], row["column"]) for row in table] == [(c, mode) for c in ("inf", "0.1") for mode in modes]
+    for row in table:
+        assert row["runs_ok"] == "1" and 0 <= float(row["acc_mean"]) <= 100 and math.isfinite(float(row["gap_mean"]))
+        assert row["runs_single_class"] in ("0", "1") and "talk_acc" not in row
+    # The exact mode is Algorithm 1 on the net with its output bias; the results say which options made each run.
+    results = {path.stem: path.read_text(encoding="utf-8") for path in (directory / "results").glob("*.json")}
+    assert len(results) == 4 and sum(name.startswith("exact_") for name in results) == 2
+    text = (directory / "table.md").read_text(encoding="utf-8")
+    assert "--projection.mode=exact --model.init_args.net.init_args.output_bias=true" in text
+    assert "the generalization error decreases as c decreases" in text and "sparsity rises at every step" in text
+    assert (directory / runner.BOXES).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_single_class_runs_are_counted_from_the_logged_share(quick_boxes):
+    directory = quick_boxes / "classification"
+    table = {(row["c"], row["column"]): row for row in read_csv(directory / "table.csv")}
+    for path in (directory / "results").glob("*.json"):
+        result = json.loads(path.read_text(encoding="utf-8"))
+        column = "exact (Algorithm 1)" if path.stem.startswith("exact_") else "radius-aware"
+        single = float(result["metrics"]["test/top_class_share"]) == 1.0
+        assert table[result["radius"], column]["runs_single_class"] == str(int(single))
+
+
+def test_quick_regression_reports_the_test_mse_gap_and_sparsity_per_c(quick_boxes):
+    table = read_csv(quick_boxes / "regression" / "table.csv")
+    assert [(row["c"], row["column"]) for row in table] == [("inf", "1000-300-1"), ("0.3", "1000-300-1")]
+    for row in table:
+        assert float(row["mse_mean"]) > 0 and math.isfinite(float(row["gap_mean"])) and row["runs_ok"] == "1"
+    assert float(table[0]["sparsity_mean"]) == 0 and float(table[1]["sparsity_mean"]) > 0
+    text = (quick_boxes / "regression" / "table.md").read_text(encoding="utf-8")
+    assert "test mse" in text and "optimizer SGD" in text and "100 epochs" in text
