@@ -105,7 +105,7 @@ DATASETS: tuple[Dataset, ...] = (
         REGULARIZER_DATASETS[1],
         "mnist",
         CONFIGS / "mnist_mlp.yaml",
-        radii=(1.0, 4.0),
+        radii=(1.0, 2.0, 4.0),
         seeds=1,
         epochs=5,
         folder="MNIST",
