@@ -20,7 +20,8 @@ from l1inf_lightning.functional.norms import is_affine, neuron_l1_norms
 __all__ = ["NetworkMeasure", "affine_layers", "measure_network"]
 
 # Leaves that do not change what the theorems see: dropout is the identity in eval mode.
-_TRANSPARENT = (nn.Dropout, nn.Flatten, nn.Identity)
+# Leaves that compute nothing of the net's function; an empty container (a ModuleDict with no entries) is a leaf too.
+_TRANSPARENT = (nn.Dropout, nn.Flatten, nn.Identity, nn.ModuleDict, nn.ModuleList, nn.Sequential)
 
 
 def affine_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -73,6 +73,14 @@ def test_lightning_module_is_measured_through_its_net_and_its_metrics_are_ignore
     assert measure.in_theorem_class
 
 
+def test_empty_containers_are_not_layers():
+    # A regression SupervisedModule holds an empty ModuleDict of prediction counts: a leaf with nothing in it.
+    measure = measure_network(SupervisedModule(MLP(6, [5], 1), task="regression"))
+    assert measure.in_theorem_class, measure.outside_reason
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.ModuleList(), nn.Sequential(), nn.Linear(5, 2))
+    assert measure_network(net).in_theorem_class
+
+
 def test_mixed_activations_are_outside():
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
     measure = measure_network(net)
