@@ -1,4 +1,5 @@
-"""Shared fixtures: CIFAR-10 in torchvision's on-disk format, written by the tests (no CIFAR-10 here)."""
+"""Shared fixtures: CIFAR-10 in torchvision's on-disk format, written by the tests (no CIFAR-10 here); every
+``reproduce NAME --quick`` run once per session."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torchvision.datasets.cifar
+
+from l1inf_lightning.commands import main as cli_main
+from l1inf_lightning.cv import backends
+from l1inf_lightning.reproduce import NAMES
+
+DATA = Path(__file__).resolve().parents[1] / "data"  # `make test` unpacks MNIST there
 
 CIFAR10_PER_BATCH = 20
 CIFAR10_LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -58,3 +65,19 @@ def accept_test_made_cifar10(monkeypatch: pytest.MonkeyPatch) -> None:
 def fake_cifar10_dir(tmp_path: Path, accept_test_made_cifar10: None) -> Path:
     """A ``data_dir`` holding test-made CIFAR-10 files: 5 × 20 training and 20 test images."""
     return write_fake_cifar10(tmp_path / "cifar_data")
+
+
+@pytest.fixture(scope="session")
+def quick_reproductions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One directory holding every ``reproduce NAME --quick`` (all seven), run once per test session.
+
+    The tests of each reproduction and the reproduce notebook read it; a test that deletes a file reruns the command,
+    which writes it again, so the directory stays complete.
+    """
+    output = tmp_path_factory.mktemp("reproductions")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backends, "_usable_cpus", lambda: 1)  # one torch thread per worker
+        for name in NAMES:
+            cli_main(["reproduce", name, "--quick", "--output", str(output), "--no-progress", "--workers", "2",
+                      "--data-dir", str(DATA)])  # fmt: skip
+    return output

@@ -25,10 +25,8 @@ def quick(name: str, output: Path, *extra: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def quick_depth(tmp_path_factory):
-    output = tmp_path_factory.mktemp("reproduce")
-    quick("depth", output)
-    return output
+def quick_depth(quick_reproductions):
+    return quick_reproductions
 
 
 def test_the_talk_tables_are_copied_as_printed():
@@ -149,11 +147,8 @@ def test_the_readmes_reproduce_commands_name_built_experiments_with_valid_argume
 
 
 @pytest.fixture(scope="module")
-def quick_boxes(tmp_path_factory):
-    output = tmp_path_factory.mktemp("boxes")
-    quick("classification", output, "--workers", "2")
-    quick("regression", output)
-    return output
+def quick_boxes(quick_reproductions):
+    return quick_reproductions
 
 
 def test_quick_classification_puts_the_exact_mode_beside_the_radius_aware_one(quick_boxes):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from l1inf_lightning.cv import backends
 from l1inf_lightning.cv.backends import LocalBackend
 from l1inf_lightning.cv.settings import SweepError
 from l1inf_lightning.reproduce.crossval import (
@@ -34,12 +33,8 @@ def no_training(*args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def quick_cv(tmp_path_factory):
-    output = tmp_path_factory.mktemp("reproduce")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(backends, "_usable_cpus", lambda: 1)  # one torch thread per worker
-        text = reproduce_cv(quick=True, seeds=None, output=output, workers=1, progress=False)
-    return output, text
+def quick_cv(quick_reproductions):
+    return quick_reproductions, (quick_reproductions / "cv" / "table.md").read_text(encoding="utf-8")
 
 
 def test_the_full_protocol_is_20_folds_over_the_grids_at_the_configs_epochs():

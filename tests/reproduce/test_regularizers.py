@@ -35,10 +35,8 @@ def run_quick(output: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def quick_regularizers(tmp_path_factory):
-    output = tmp_path_factory.mktemp("regularizers")
-    run_quick(output)
-    return output
+def quick_regularizers(quick_reproductions):
+    return quick_reproductions
 
 
 def test_the_talks_comparison_is_copied_as_printed():

@@ -43,12 +43,8 @@ def quick(output: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def quick_image(tmp_path_factory):
-    output = tmp_path_factory.mktemp("reproduce")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(backends, "_usable_cpus", lambda: 1)  # one torch thread per worker
-        text = quick(output)
-    return output, text
+def quick_image(quick_reproductions):
+    return quick_reproductions, (quick_reproductions / NAME / "table.md").read_text(encoding="utf-8")
 
 
 def test_measures_split_the_layer_between_the_informative_inputs_and_the_rest():
