@@ -200,6 +200,14 @@ def markdown(experiment: Experiment, protocol: Protocol, rows: Sequence[Row]) ->
         for column in protocol.columns:
             lines.append(f"- {column}: gap falls at every step: {trend(rows, column, 'gap', falls=True)}")
             lines.append(f"- {column}: sparsity rises at every step: {trend(rows, column, 'sparsity', falls=False)}")
+            collapsed = [row for row in rows if row.column == column and row.num_single_class]
+            if collapsed:
+                # A net that predicts one class has a gap near zero: it says nothing of c's effect on generalization.
+                where = ", ".join(f"{row.num_single_class} at c = {radius_label(row.radius)}" for row in collapsed)
+                lines.append(
+                    f"  - but {column} has runs that predict a single class ({where}): a net that has not learned "
+                    "has no gap to speak of, so these trends say nothing of generalization there"
+                )
     missing = sum(row.num_missing for row in rows)
     if missing:
         lines += ["", f"{missing} run(s) are not recorded yet: rerun the command to finish them."]

@@ -176,6 +176,14 @@ def test_single_class_runs_are_counted_from_the_logged_share(quick_boxes):
         column = "exact (Algorithm 1)" if path.stem.startswith("exact_") else "radius-aware"
         single = float(result["metrics"]["test/top_class_share"]) == 1.0
         assert table[result["radius"], column]["runs_single_class"] == str(int(single))
+    # The claims' trends say, per column, where single-class runs make the gap meaningless.
+    text = (directory / "table.md").read_text(encoding="utf-8")
+    for column in ("radius-aware", "exact (Algorithm 1)"):
+        collapsed = [c for (c, name), row in table.items() if name == column and row["runs_single_class"] != "0"]
+        note = f"but {column} has runs that predict a single class"
+        assert (note in text) == bool(collapsed), column
+        for c in collapsed:
+            assert f"1 at c = {c}" in text.split(note)[1].split("\n")[0]
 
 
 def test_quick_regression_reports_the_test_mse_gap_and_sparsity_per_c(quick_boxes):
