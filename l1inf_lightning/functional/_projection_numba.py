@@ -9,11 +9,11 @@ One neuron at a time, in place, on the stored parameters (float32 or float64; th
 3. :math:`\theta` by Michelot's fixed point (1986), vectorized passes over the cached row, compacting the
    survivors once fewer than half are left (the variant of Condat, Math. Program. 158, 2016);
 4. one write: :math:`w_p = \operatorname{sign}(v_p)\,\mathrm{RZ}(|v_p| - \theta)`, rounded toward zero in the
-   stored dtype (in registers: the float64 difference, its TwoSum error, and the stored dtype's predecessor
-   where rounding to nearest went up, so the pass vectorizes), so no magnitude grows; if the float64 sum of the
-   written row cannot certify :math:`\|w\|_1 \le c`, the exact decision of step 2 decides, and :math:`\theta`
-   is raised and the row written again until the stored row's exact L1 norm is at most :math:`c` (issue 13,
-   item 2). Float32 rows almost never need it.
+   stored dtype, so no magnitude grows: the pass runs with the thread's rounding mode set toward zero
+   (``llvm.set.rounding``), which makes a subtraction and a conversion exactly that, and sums what it stored. If
+   that sum cannot certify :math:`\|w\|_1 \le c`, the exact decision of step 2 decides on the stored row, and
+   :math:`\theta` is raised and the row written again until the stored row's exact L1 norm is at most :math:`c`
+   (issue 13, item 2). Float32 rows almost never need it.
 
 This module imports numba; ``projection.py`` imports it only on the first projection that takes this path.
 """
@@ -24,11 +24,15 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
 _EPS = float(np.finfo(np.float64).eps)
 _TINY = float(np.finfo(np.float64).smallest_subnormal)
 # Sums of magnitudes may be reassociated (SIMD): their error bound below holds for any order of summation.
 _REASSOC = {"reassoc"}
+_I32 = ir.IntType(32)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
@@ -189,54 +193,60 @@ def _michelot_threshold(a, d, radius, total, buffer):  # pragma: no cover - comp
             n, kept = _keep_above(buffer, n, theta, buffer)
 
 
-@numba.njit(cache=True, nogil=True)
-def _write_shrunk(values, magnitudes, theta, written, rounding):  # pragma: no cover - compiled
-    r"""``values[i] = sign(values[i]) * RZ(magnitudes[i] - theta)`` in the array's dtype, for every ``i``.
+@intrinsic
+def _set_rounding(typingctx, mode):  # pragma: no cover - compiled
+    """``llvm.set.rounding(mode)``: the floating-point rounding mode of this thread (0 toward zero, 1 to nearest).
 
-    ``written[i]`` gets the magnitude stored, in float64. The rounding toward zero happens in registers, so the
-    loop vectorizes: the float64 difference is rounded to nearest in the stored dtype, and where that rounded
-    away from the exact :math:`|v_i| - \theta` (TwoSum's error tells), the predecessor replaces it.
-    ``rounding = (narrow, shrink, smallest_normal, subnormal_step)`` for the stored dtype (see ``rounding``).
+    LLVM lowers it on x86-64 (MXCSR and the x87 control word) and AArch64 (FPCR): ``projection._numba_kernel`` offers
+    this module there alone.
     """
-    narrow, shrink, smallest_normal, subnormal_step = rounding
+
+    def codegen(context, builder, signature, args):
+        function = builder.module.declare_intrinsic("llvm.set.rounding", fnty=ir.FunctionType(ir.VoidType(), [_I32]))
+        builder.call(function, [builder.trunc(args[0], _I32)])
+        return context.get_dummy_value()
+
+    return types.none(mode), codegen
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _write_shrunk(values, magnitudes, theta):  # pragma: no cover - compiled
+    r"""``values[i] = sign(values[i]) * (magnitudes[i] - theta)_+`` in the array's dtype; run in rounding toward zero.
+
+    Under rounding toward zero the float64 difference is :math:`\mathrm{RZ}_{64}(|v_i| - \theta)`, and its conversion
+    to float32 rounds toward zero again: :math:`\mathrm{RZ}_{32} \circ \mathrm{RZ}_{64} = \mathrm{RZ}_{32}`, since the
+    float32 grid is part of the float64 one. So every stored magnitude is the exact :math:`|v_i| - \theta` rounded
+    toward zero in the stored dtype, in a few vector instructions per entry. Returns the (float64, any order, rounded
+    toward zero) sum of the stored magnitudes and their number of nonzeros.
+    """
+    total = 0.0
+    nonzeros = 0
     for i in range(values.shape[0]):
-        magnitude = magnitudes[i]
-        # Branch-free: which entries are zeroed, and which round up, is as unpredictable as a coin toss.
-        difference = max(magnitude - theta, 0.0)
-        # TwoSum: magnitude - theta == difference + error exactly (error is moot where difference is 0).
-        virtual = difference - magnitude
-        error = (magnitude - (difference - virtual)) + (-theta - virtual)
-        nearest = np.float64(np.float32(difference)) if narrow else difference  # exact in float64
-        away = (nearest > difference) | ((nearest == difference) & (error < 0.0) & (difference > 0.0))
-        # The stored dtype's predecessor of nearest > 0: x (1 - 2^-p) rounded to nearest for a normal x (the
-        # product is exact, and lies in (pred(x), midpoint], at the midpoint only for a power of two, whose
-        # predecessor it is); one subnormal step at or below the smallest normal.
-        below = nearest - subnormal_step if nearest <= smallest_normal else nearest * shrink
-        if narrow:
-            below = np.float64(np.float32(below))
-        stored = below if away else nearest
-        values[i] = np.copysign(stored, values[i])  # exact: stored is a value of the stored dtype
-        written[i] = stored
-
-
-def rounding(dtype: np.dtype) -> tuple[bool, float, float, float]:
-    """``(narrow, 1 - 2^-p, smallest normal, smallest subnormal)`` of a float dtype with p significand bits."""
-    info = np.finfo(dtype)
-    return dtype == np.float32, 1.0 - float(info.epsneg), float(info.smallest_normal), float(info.smallest_subnormal)
+        difference = magnitudes[i] - theta
+        values[i] = np.copysign(difference if difference > 0.0 else 0.0, values[i])
+        stored = abs(np.float64(values[i]))
+        total += stored
+        nonzeros += stored != 0.0
+    return total, nonzeros
 
 
 @numba.njit(cache=True, nogil=True)
-def _write_row(bias, weight, j, has_bias, a, theta, written, rounding):  # pragma: no cover - compiled
-    """Write row ``j`` shrunk by ``theta``; ``written[:d]`` gets the stored magnitudes."""
+def _write_row(bias, weight, j, has_bias, a, theta):  # pragma: no cover - compiled
+    """Write row ``j`` shrunk by ``theta`` (``_write_shrunk`` under rounding toward zero); its sum and nonzeros."""
     offset = 0
+    total = 0.0
+    nonzeros = 0
+    _set_rounding(0)
     if has_bias:
-        _write_shrunk(bias[j : j + 1], a[:1], theta, written[:1], rounding)
+        total, nonzeros = _write_shrunk(bias[j : j + 1], a[:1], theta)
         offset = 1
-    _write_shrunk(weight[j], a[offset:], theta, written[offset:], rounding)
+    row_total, row_nonzeros = _write_shrunk(weight[j], a[offset:], theta)
+    _set_rounding(1)
+    return total + row_total, nonzeros + row_nonzeros
 
 
 @numba.njit(cache=True, nogil=True)
-def project_rows(bias, weight, has_bias, radii, rounding):  # pragma: no cover - compiled
+def project_rows(bias, weight, has_bias, radii):  # pragma: no cover - compiled
     """Project every row ``[bias[j], weight[j]]`` onto the L1 ball of ``radii[j]`` in place (see module doc)."""
     rows, fan_in = weight.shape
     d = fan_in + (1 if has_bias else 0)
@@ -259,9 +269,12 @@ def project_rows(bias, weight, has_bias, radii, rounding):  # pragma: no cover -
         # theta by the measured excess per nonzero entry plus a step that starts at an ulp of c and doubles.
         extra = _EPS * radius
         for _ in range(1100):
-            _write_row(bias, weight, j, has_bias, a, theta, buffer, rounding)
-            nonzeros, total = _sum_above(buffer, d, 0.0)
-            if not _exceeds_radius(buffer, d, radius, total, margin, scratch, partials):
+            total, nonzeros = _write_row(bias, weight, j, has_bias, a, theta)
+            # Summed toward zero, the float64 sum is within (d - 1) eps of the exact one: `margin` still covers it.
+            if total * (1.0 + margin) <= radius:
+                break
+            stored = _load_magnitudes(bias, weight, j, has_bias, buffer)
+            if not _exceeds_radius(buffer, d, radius, stored, margin, scratch, partials):
                 break
             theta += (max(total - radius, 0.0) + extra) / max(nonzeros, 1)
             extra *= 2.0

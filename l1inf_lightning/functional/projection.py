@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+import platform
 from types import ModuleType
 from typing import Literal
 
@@ -26,13 +27,19 @@ BACKENDS: tuple[str, ...] = ("auto", "torch", "numba")
 _NUMBA_DTYPES = (torch.float32, torch.float64)
 _BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 _EPS64 = torch.finfo(torch.float64).eps
+# Where LLVM lowers `llvm.set.rounding`, which the compiled kernel needs (`platform.machine()` names).
+_KERNEL_MACHINES = ("x86_64", "AMD64", "aarch64", "arm64")
 _CPU_BLOCK_ELEMENTS = 1 << 16  # the torch path's rows per block: 512 KiB of float64, so a block stays in cache
 
 
 @functools.cache
 def _numba_kernel() -> ModuleType | None:
-    """The compiled kernel module, imported on first use (numba costs ~0.3 s to import), or None without numba."""
-    if importlib.util.find_spec("numba") is None:
+    """The compiled kernel module, imported on first use (numba costs ~0.3 s to import), or None without numba.
+
+    None too on a machine whose rounding mode LLVM cannot set from compiled code (the kernel writes under rounding
+    toward zero): x86-64 and AArch64 have the kernel.
+    """
+    if importlib.util.find_spec("numba") is None or platform.machine() not in _KERNEL_MACHINES:
         return None
     from l1inf_lightning.functional import _projection_numba
 
@@ -190,8 +197,7 @@ def _project_numba_(bias: Tensor | None, weight: Tensor, radii: Tensor) -> None:
     assert kernel is not None  # projection_backend chose this path
     weight_array = weight.detach().numpy()
     bias_array = (bias if bias is not None else weight.new_empty(0)).detach().numpy()
-    rounding = kernel.rounding(weight_array.dtype)
-    kernel.project_rows(bias_array, weight_array, bias is not None, radii.numpy(), rounding)
+    kernel.project_rows(bias_array, weight_array, bias is not None, radii.numpy())
 
 
 def _check_vectors(vectors: Tensor) -> None:

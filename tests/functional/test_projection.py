@@ -731,6 +731,48 @@ def test_numba_exact_decision_near_the_radius_matches_exact_arithmetic(ulps: int
     assert got == (exact > Fraction(radius))
 
 
+def round_toward_zero(value: Fraction, dtype: np.dtype) -> float:
+    """The value of ``dtype`` nearest ``value`` on the side of zero, for ``value >= 0`` (an exact reference)."""
+    info = np.finfo(dtype)
+    if value == 0:
+        return 0.0
+    exponent = max(math.floor(math.log2(value)), int(info.minexp))  # below the smallest normal: the subnormal grid
+    if Fraction(2) ** exponent > value:  # log2 rounded across a power of two
+        exponent -= 1
+    elif Fraction(2) ** (exponent + 1) <= value:
+        exponent += 1
+    step = Fraction(2) ** (max(exponent, int(info.minexp)) - int(info.nmant))
+    return float(math.floor(value / step) * step)
+
+
+@numba_only
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_write_rounds_the_exact_difference_toward_zero_and_restores_rounding(dtype: type) -> None:
+    # The write pass runs under rounding toward zero: each stored magnitude must be RZ(|v| - theta) of the exact
+    # difference, in the stored dtype, subnormals and differences a float64 rounding from the grid included.
+    from l1inf_lightning.functional import _projection_numba as kernel
+
+    rng = np.random.default_rng(7)
+    scales = [1e-40, 1e-30, 1e-5, 1.0] if dtype == np.float32 else [1e-310, 1e-300, 1e-5, 1.0]
+    for scale in scales:
+        values = (rng.standard_normal(3000) * scale).astype(dtype)
+        magnitudes = np.abs(values.astype(np.float64))
+        theta = float(np.quantile(magnitudes, 0.4))
+        # Thresholds a few float64 ulps from the stored grid: the subtraction's own rounding decides there.
+        theta += math.ulp(theta) * int(rng.integers(-3, 4))
+        weight = values.reshape(1, -1).copy()
+        total, nonzeros = kernel._write_row(np.empty(0, dtype), weight, 0, False, magnitudes, theta)
+        expected = [round_toward_zero(max(Fraction(m) - Fraction(theta), Fraction(0)), dtype) for m in magnitudes]
+        stored = np.abs(weight[0].astype(np.float64))
+        assert np.array_equal(stored, np.array(expected)), scale
+        assert np.array_equal(np.sign(weight[0])[stored > 0], np.sign(values)[stored > 0])
+        assert nonzeros == int((stored > 0).sum())
+        exact = sum(Fraction(float(m)) for m in stored)
+        assert abs(Fraction(total) - exact) <= 3000 * EPS64 * exact
+    one, small = 1.0, 0.75 * EPS64
+    assert one + small == 1.0 + EPS64  # back to rounding to nearest (toward zero would give 1.0)
+
+
 def test_auto_falls_back_to_torch_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     from l1inf_lightning.functional import projection
 
