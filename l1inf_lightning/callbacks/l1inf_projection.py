@@ -19,7 +19,7 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from l1inf_lightning.functional import check_radius, project_module_
+from l1inf_lightning.functional import all_finite, check_radius, project_module_
 from l1inf_lightning.functional.network import affine_layers
 from l1inf_lightning.functional.schedule import annealed_radius
 from l1inf_lightning.models.components.scaled_linear import ScaledLinear
@@ -387,14 +387,9 @@ class L1InfProjection(Callback):
     def _project(self, layers: dict[str, tuple[nn.Module, float]], step: int) -> None:
         if not layers:
             return
-        # Check every layer before writing any, so a failure leaves the model as it was. One check per parameter,
-        # stacked, so a GPU syncs once per step here.
-        finite = [
-            torch.stack([torch.isfinite(p).all() for p in module.parameters(recurse=False)]).all()
-            for module, _ in layers.values()
-        ]
-        if not bool(torch.stack([f.to(finite[0].device) for f in finite]).all()):
-            bad = [name for name, ok in zip(layers, finite, strict=True) if not bool(ok)]
+        # Check every layer before writing any, so a failure leaves the model as it was (a GPU syncs once here).
+        if not all_finite(p for module, _ in layers.values() for p in module.parameters(recurse=False)):
+            bad = [name for name, (module, _) in layers.items() if not all_finite(module.parameters(recurse=False))]
             raise ValueError(
                 f"`{type(self).__name__}` cannot project layers {bad}: their weights are not finite (NaN or inf)"
                 f" after {self.num_projections} projected steps. Training has diverged (lower the learning rate), or "

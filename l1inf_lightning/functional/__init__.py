@@ -15,6 +15,7 @@ from l1inf_lightning.functional.norms import (
 )
 from l1inf_lightning.functional.projection import (
     BACKENDS,
+    all_finite,
     check_radius,
     project_l1_ball,
     project_l1_ball_,
@@ -26,6 +27,7 @@ __all__ = [
     "AFFINE_TYPES",
     "BACKENDS",
     "HALF_DTYPES",
+    "all_finite",
     "check_affine",
     "check_radius",
     "compute_dtype",

@@ -245,6 +245,18 @@ def _write_row(bias, weight, j, has_bias, a, theta):  # pragma: no cover - compi
     return total + row_total, nonzeros + row_nonzeros
 
 
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+def all_finite(values):  # pragma: no cover - compiled
+    """Whether every entry of the 1-D ``values`` is finite.
+
+    ``x * 0`` is NaN exactly for NaN and inf, so one vectorized pass with no branch decides it.
+    """
+    total = 0.0
+    for i in range(values.shape[0]):
+        total += np.float64(values[i]) * 0.0
+    return total == 0.0
+
+
 @numba.njit(cache=True, nogil=True)
 def project_rows(bias, weight, has_bias, radii):  # pragma: no cover - compiled
     """Project every row ``[bias[j], weight[j]]`` onto the L1 ball of ``radii[j]`` in place (see module doc)."""

@@ -10,6 +10,7 @@ import functools
 import importlib.util
 import math
 import platform
+from collections.abc import Iterable
 from types import ModuleType
 from typing import Literal
 
@@ -19,7 +20,15 @@ from torch import Tensor, nn
 from l1inf_lightning._checks import check_radius
 from l1inf_lightning.functional.norms import check_affine, load_neuron_vectors_, neuron_vectors
 
-__all__ = ["BACKENDS", "check_radius", "project_l1_ball", "project_l1_ball_", "project_module_", "projection_backend"]
+__all__ = [
+    "BACKENDS",
+    "all_finite",
+    "check_radius",
+    "project_l1_ball",
+    "project_l1_ball_",
+    "project_module_",
+    "projection_backend",
+]
 
 
 Backend = Literal["auto", "torch", "numba"]
@@ -198,6 +207,27 @@ def _project_numba_(bias: Tensor | None, weight: Tensor, radii: Tensor) -> None:
     weight_array = weight.detach().numpy()
     bias_array = (bias if bias is not None else weight.new_empty(0)).detach().numpy()
     kernel.project_rows(bias_array, weight_array, bias is not None, radii.numpy())
+
+
+def all_finite(tensors: Iterable[Tensor]) -> bool:
+    """Whether every entry of every tensor is finite (no NaN, no inf).
+
+    CPU float32/float64 tensors are checked by one compiled pass each where the numba kernel is installed (a few
+    microseconds for a small layer, against tens for ``torch.isfinite(t).all()``, which allocates a mask); the others
+    by torch, with one host synchronization for all of them.
+
+    >>> all_finite([torch.ones(2, 3), torch.tensor([1.0, float("nan")])])
+    False
+    """
+    kernel = _numba_kernel()
+    checks = []
+    for tensor in tensors:
+        if kernel is not None and tensor.device.type == "cpu" and tensor.dtype in _NUMBA_DTYPES:
+            if not kernel.all_finite(tensor.detach().reshape(-1).numpy()):
+                return False
+        else:
+            checks.append(torch.isfinite(tensor).all())
+    return not checks or bool(torch.stack([check.to(checks[0].device) for check in checks]).all())
 
 
 def _check_vectors(vectors: Tensor) -> None:

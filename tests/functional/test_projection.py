@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from l1inf_lightning.functional import (
+    all_finite,
     check_radius,
     l1inf_norm,
     neuron_vectors,
@@ -729,6 +730,21 @@ def test_numba_exact_decision_near_the_radius_matches_exact_arithmetic(ulps: int
     total, margin = float(np.sum(values)), (values.size + 2) * EPS64
     got = kernel._exceeds_radius(values, values.size, radius, total, margin, np.empty(2 * values.size), np.empty(2200))
     assert got == (exact > Fraction(radius))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_all_finite_finds_one_bad_entry_anywhere(bad: float, dtype: torch.dtype, device: str) -> None:
+    tensors = [torch.randn(7, 33, dtype=dtype, device=device), torch.randn(5, dtype=dtype, device=device)]
+    assert all_finite(tensors) and all_finite([]) and all_finite([torch.empty(0, 3, dtype=dtype, device=device)])
+    for index in (0, 17, 7 * 33 - 1):  # first, middle (inside a vector lane), last
+        poisoned = tensors[0].clone()
+        poisoned.view(-1)[index] = bad
+        assert not all_finite([tensors[1], poisoned])
+        assert not all_finite([poisoned.t()])  # not contiguous
+    huge = torch.full((4,), torch.finfo(dtype).max, dtype=dtype, device=device)
+    assert all_finite([huge])  # finite however large: the check must not overflow
 
 
 def round_toward_zero(value: Fraction, dtype: np.dtype) -> float:
