@@ -259,7 +259,7 @@ def all_finite(values):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def project_rows(bias, weight, has_bias, radii):  # pragma: no cover - compiled
-    """Project every row ``[bias[j], weight[j]]`` onto the L1 ball of ``radii[j]`` in place (see module doc)."""
+    """Project every row ``[bias[j], weight[j]]`` onto the L1 ball of ``radii[j]`` (``radii[0]`` for all), in place."""
     rows, fan_in = weight.shape
     d = fan_in + (1 if has_bias else 0)
     a = np.empty(d, np.float64)
@@ -268,7 +268,7 @@ def project_rows(bias, weight, has_bias, radii):  # pragma: no cover - compiled
     partials = np.empty(2200, np.float64)  # msum's non-overlapping partials span at most 2098 bits
     margin = (d + 2) * _EPS
     for j in range(rows):
-        radius = radii[j]
+        radius = radii[j] if radii.shape[0] > 1 else radii[0]  # one radius per row, or one for all
         if radius == np.inf:
             continue
         total = _load_magnitudes(bias, weight, j, has_bias, a)

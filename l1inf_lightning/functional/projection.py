@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -39,6 +40,8 @@ _EPS64 = torch.finfo(torch.float64).eps
 # Where LLVM lowers `llvm.set.rounding`, which the compiled kernel needs (`platform.machine()` names).
 _KERNEL_MACHINES = ("x86_64", "AMD64", "aarch64", "arm64")
 _CPU_BLOCK_ELEMENTS = 1 << 16  # the torch path's rows per block: 512 KiB of float64, so a block stays in cache
+# The kernel's bias argument for layers without one (an empty array of the weight's dtype).
+_NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
 
 
 @functools.cache
@@ -183,8 +186,11 @@ def _project_rows_torch_(vectors: Tensor, radii: Tensor) -> None:
     vectors[rows] = _projected(magnitudes[rows], radii[rows], vectors[rows])
 
 
-def _radii(vectors: Tensor, radius: float | Tensor) -> Tensor | None:
-    """One float64 radius per row on ``vectors``' device, or None for an infinite scalar radius; checks them."""
+def _radii(vectors: Tensor, radius: float | Tensor) -> float | Tensor | None:
+    """The radius, checked: a float, a float64 tensor with one radius per row, or None for one infinite radius.
+
+    The tensor is on ``vectors``' device.
+    """
     if isinstance(radius, Tensor) and radius.numel() != 1:
         radii = radius.to(device=vectors.device, dtype=torch.float64).reshape(-1)
         if radii.shape[0] != vectors.shape[0]:
@@ -195,18 +201,25 @@ def _radii(vectors: Tensor, radius: float | Tensor) -> Tensor | None:
             raise ValueError(f"Expected `radius` to be positive numbers or inf, got {radius.tolist()}")
         return radii
     value = check_radius(radius)
-    if math.isinf(value):
-        return None
-    return torch.full((vectors.shape[0],), value, device=vectors.device, dtype=torch.float64)
+    return None if math.isinf(value) else value
 
 
-def _project_numba_(bias: Tensor | None, weight: Tensor, radii: Tensor) -> None:
+def _per_row(vectors: Tensor, radii: float | Tensor) -> Tensor:
+    """One float64 radius per row of ``vectors``, on its device."""
+    if isinstance(radii, Tensor):
+        return radii
+    return torch.full((vectors.shape[0],), radii, device=vectors.device, dtype=torch.float64)
+
+
+def _project_numba_(bias: Tensor | None, weight: Tensor, radii: float | Tensor) -> None:
     """Run the compiled kernel on rows ``[bias[j], weight[j]]`` (weight 2-D), in place."""
     kernel = _numba_kernel()
     assert kernel is not None  # projection_backend chose this path
     weight_array = weight.detach().numpy()
-    bias_array = (bias if bias is not None else weight.new_empty(0)).detach().numpy()
-    kernel.project_rows(bias_array, weight_array, bias is not None, radii.numpy())
+    bias_array = _NO_BIAS[weight_array.dtype] if bias is None else bias.detach().numpy()
+    # One radius for every row is passed as a 1-element array (the kernel broadcasts it).
+    radius_array = radii.numpy() if isinstance(radii, Tensor) else np.full(1, radii)
+    kernel.project_rows(bias_array, weight_array, bias is not None, radius_array)
 
 
 def all_finite(tensors: Iterable[Tensor]) -> bool:
@@ -265,6 +278,7 @@ def project_l1_ball_(vectors: Tensor, radius: float | Tensor, backend: Backend =
     if path == "numba":
         _project_numba_(None, vectors, radii)
         return vectors
+    radii = _per_row(vectors, radii)
     # On CPU, blocks of rows small enough to stay in cache: the torch path makes several passes over |v|.
     block = vectors.shape[0] if vectors.is_cuda else max(1, _CPU_BLOCK_ELEMENTS // vectors.shape[1])
     for start in range(0, vectors.shape[0], block):
