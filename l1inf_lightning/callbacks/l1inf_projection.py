@@ -159,6 +159,8 @@ class L1InfProjection(Callback):
         self._before_step: dict[int, list[Tensor]] = {}
         self._armed: set[int] = set()
         self._warned: set[str] = set()
+        # A GPU step's finiteness check on its way to the host: (flag, its event, the layers, steps before it).
+        self._pending_check: tuple[Tensor, Any, dict[str, tuple[nn.Module, float]], int] | None = None
 
     def __repr__(self) -> str:
         mode = "" if self.mode == "exact" else f", mode={self.mode!r}, anneal={self.anneal}"
@@ -237,6 +239,7 @@ class L1InfProjection(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _refuse_sharded_parameters(trainer, type(self).__name__)
+        self._pending_check = None
         self._selected = self.select_layers(pl_module)
         self._warn_free_neurons(pl_module)
         constrained = {name: entry for name, entry in self._selected.items() if not math.isinf(entry[1])}
@@ -387,17 +390,44 @@ class L1InfProjection(Callback):
     def _project(self, layers: dict[str, tuple[nn.Module, float]], step: int) -> None:
         if not layers:
             return
-        # Check every layer before writing any, so a failure leaves the model as it was (a GPU syncs once here).
-        if not all_finite(p for module, _ in layers.values() for p in module.parameters(recurse=False)):
-            bad = [name for name, (module, _) in layers.items() if not all_finite(module.parameters(recurse=False))]
-            raise ValueError(
-                f"`{type(self).__name__}` cannot project layers {bad}: their weights are not finite (NaN or inf)"
-                f" after {self.num_projections} projected steps. Training has diverged (lower the learning rate), or "
-                "the training data holds NaN or inf (`SparsityMonitor` checks it and names the first bad sample)."
-            )
+        parameters = [p for module, _ in layers.values() for p in module.parameters(recurse=False)]
+        if any(p.is_cuda for p in parameters):
+            # Asking the GPU whether the weights are finite would stall the training loop at every step: the answer
+            # is copied to the host without waiting, and read at the next step, once it has arrived (or at fit end).
+            # The projection leaves non-finite rows as they are, so a diverged layer is reported a step late.
+            self._raise_if_not_finite(wait=False)
+            flag = torch.stack([torch.isfinite(p).all().to(parameters[0].device) for p in parameters]).all()
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            arrived = torch.cuda.Event()
+            arrived.record()
+            self._pending_check = (host, arrived, layers, self.num_projections)
+        elif not all_finite(parameters):  # every layer checked before any is written: a failure changes nothing
+            self._raise_not_finite(layers, self.num_projections)
         for module, radius in layers.values():
             # In place, bias and weight where they are; stored rows end inside the ball in their own dtype.
             project_module_(module, self._radius_at(radius, step))
+
+    def _raise_if_not_finite(self, wait: bool) -> None:
+        """Read the pending finiteness check of a GPU step (``wait``: until it has arrived), and raise if it failed."""
+        if self._pending_check is None:
+            return
+        host, arrived, layers, num_projections = self._pending_check
+        if wait:
+            arrived.synchronize()
+        elif not arrived.query():  # not there yet: no waiting for it
+            return
+        self._pending_check = None
+        if not bool(host):
+            self._raise_not_finite(layers, num_projections)
+
+    def _raise_not_finite(self, layers: dict[str, tuple[nn.Module, float]], num_projections: int) -> None:
+        bad = [name for name, (module, _) in layers.items() if not all_finite(module.parameters(recurse=False))]
+        raise ValueError(
+            f"`{type(self).__name__}` cannot project layers {bad}: their weights are not finite (NaN or inf)"
+            f" after {num_projections} projected steps. Training has diverged (lower the learning rate), or "
+            "the training data holds NaN or inf (`SparsityMonitor` checks it and names the first bad sample)."
+        )
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
@@ -407,10 +437,12 @@ class L1InfProjection(Callback):
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._remove_hooks()
+        self._raise_if_not_finite(wait=True)
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._remove_hooks()
+        self._pending_check = None
 
     @override
     def state_dict(self) -> dict[str, Any]:

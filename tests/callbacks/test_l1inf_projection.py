@@ -702,3 +702,32 @@ def test_package_level_import():
 
     assert exported is from_callbacks is L1InfProjection
     assert repr(exported(radius="inf")) == "L1InfProjection(radius=inf, layers=None)"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_steps_do_not_synchronize_with_the_host_and_divergence_is_reported_a_step_late():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10), nn.ReLU(), nn.Linear(10, 2)).cuda()
+    projection = L1InfProjection(radius=0.5)
+    layers = projection.select_layers(model)
+    assert list(layers) == ["0", "2"]
+    projection._project(layers, 0)  # the first step allocates (pinned memory, the caching allocators)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(1, 6):  # the steady state: an optimizer's update, then the projection
+            with torch.no_grad():
+                for param in model.parameters():
+                    param.add_(0.05 * torch.randn_like(param))
+            projection._project(layers, step)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for module, radius in layers.values():
+        assert float(l1inf_norm(module)) <= radius * (1 + 1e-6)
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    projection._project(layers, 6)  # its check is on its way to the host
+    torch.cuda.synchronize()
+    with pytest.raises(ValueError, match=r"cannot project layers \['2'\].*not finite"):
+        projection._project(layers, 7)
