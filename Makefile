@@ -49,9 +49,8 @@ data:
 	  echo "MNIST and Fashion-MNIST are in $(DATA_DIR)/"; \
 	else echo "No $(SHARED_DATA)/mnist here: skipping (configs can set download: true)"; fi
 
-bench: install data  ## Projection paths vs. the per-neuron loop and a clone; training time with vs. without projection
-	$(BIN)/python benchmarks/projection.py
-	$(BIN)/python benchmarks/epoch_overhead.py
+bench: install data  ## The projection vs. a clone and the per-neuron loop, training time with vs. without it; one table of goals
+	$(BIN)/python benchmarks/bench.py
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir logs

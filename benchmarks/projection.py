@@ -148,7 +148,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"torch {torch.__version__}, {device.type} ({name}), {torch.get_num_threads()} threads")
     print(f"median of {args.repeats} repeats (loop: {args.loop_repeats}); radius = 0.5 x median row L1 norm")
-    print("ratios of CPU seconds (wall-clock ratio in brackets); GPU: not measured (no CUDA device here)")
+    where = "" if torch.cuda.is_available() else "; GPU: not measured (no CUDA device here)"
+    print(f"ratios of CPU seconds (wall-clock ratio in brackets){where}")
     print()
     header = (
         f"{'shape':>12} {'dtype':>9} {'outside':>8} {'path':>6} {'ms':>9} {'clone ms':>9} "

@@ -65,3 +65,28 @@ def test_rescaled_radius_script(rescaled_radius, capsys: pytest.CaptureFixture[s
 def test_rescaled_radius_refuses_bad_radii(rescaled_radius) -> None:
     with pytest.raises(SystemExit):
         rescaled_radius.main(["--large", "0.1", "--small", "1"])
+
+
+@pytest.mark.slow
+def test_make_bench_prints_every_goal_measured_in_one_table(monkeypatch, capsys) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = importlib.import_module("bench")
+    try:
+        rows = bench.main(["--quick"])
+    finally:
+        for name in ("bench", "projection", "epoch_overhead", "_fit"):
+            sys.modules.pop(name, None)
+    out = capsys.readouterr().out
+    assert [row[0] for row in rows] == [
+        "kernel / clone at 100x501",
+        "kernel / clone at 512x4609 (a VGG conv)",
+        "kernel / clone at 64x28225 (the paper's 21x21 conv)",
+        "kernel / clone at 4096x4097",
+        "per-neuron loop / kernel at 64x28225",
+        "training time, with / without: paper MLP 500-100-50-20-2, 5 steps",
+        "training time, with / without: Fashion-MNIST VGG, 5 steps",
+    ]
+    for what, measured, goal, met in rows:
+        assert float(measured.rstrip("x")) > 0 and goal[:2] in ("<=", ">=") and met in ("yes", "no"), what
+    assert "QUICK: not a measurement" in out
+    assert ("not measured (no GPU)" in out) == (not torch.cuda.is_available())
