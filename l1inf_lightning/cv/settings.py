@@ -97,9 +97,12 @@ class SweepSettings:
         return len(self.radii) * self.num_folds * len(self.seeds)
 
     def to_json(self) -> dict[str, Any]:
-        """The settings as stored in ``sweep.json``, with a hash of the config file's contents."""
+        """The settings as stored in ``sweep.json``: the config by its file name and a hash of its contents.
+
+        Not its absolute path, so that a sweep resumes from another checkout or a moved directory.
+        """
         return {
-            "config": self.config,
+            "config": Path(self.config).name,
             "config_sha256": hashlib.sha256(Path(self.config).read_bytes()).hexdigest(),
             "radii": [radius_label(r) for r in self.radii],
             "num_folds": self.num_folds,

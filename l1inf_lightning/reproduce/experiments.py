@@ -197,10 +197,10 @@ class Protocol:
     overrides: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
-        """The protocol as stored in the output directory, with a hash of the config file's contents."""
+        """The protocol as stored in the output directory: the config by name and a hash of its contents (see cv)."""
         return {
             "experiment": self.experiment,
-            "config": self.config,
+            "config": Path(self.config).name,
             "config_sha256": hashlib.sha256(Path(self.config).read_bytes()).hexdigest(),
             "columns": list(self.columns),
             "radii": [radius_label(r) for r in self.radii],

@@ -1,16 +1,20 @@
 """`reproduce NAME --quick` end to end: the files it writes, the talk's numbers in them, resuming and rerunning."""
 
 import csv
+import dataclasses
 import json
 import math
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
 
 from l1inf_lightning.commands import COMMANDS
 from l1inf_lightning.commands import main as cli_main
-from l1inf_lightning.reproduce import runner
+from l1inf_lightning.cv.settings import SweepError
+from l1inf_lightning.cv.store import prepare_output
+from l1inf_lightning.reproduce import EXPERIMENTS, make_protocol, runner
 from l1inf_lightning.reproduce.command import BUILT, NAMES, build_parser
 from l1inf_lightning.reproduce.talk import TALK_DEPTH, TALK_SAMPLE_SIZE
 
@@ -194,3 +198,17 @@ def test_quick_regression_reports_the_test_mse_gap_and_sparsity_per_c(quick_boxe
     assert float(table[0]["sparsity_mean"]) == 0 and float(table[1]["sparsity_mean"]) > 0
     text = (quick_boxes / "regression" / "table.md").read_text(encoding="utf-8")
     assert "test mse" in text and "optimizer SGD" in text and "100 epochs" in text
+
+
+def test_a_reproduction_resumes_from_another_checkout_of_the_same_config(quick_depth, tmp_path):
+    # Another clone, or the checkout moved: the same config's contents under another path is the same protocol.
+    experiment = EXPERIMENTS["depth"]
+    elsewhere = tmp_path / "clone" / "configs" / experiment.config.name
+    elsewhere.parent.mkdir(parents=True)
+    shutil.copyfile(experiment.config, elsewhere)
+    protocol = dataclasses.replace(make_protocol(experiment, quick=True, seeds=None), config=str(elsewhere))
+    assert prepare_output(quick_depth / "depth", protocol) == (quick_depth / "depth").resolve()
+    # Another config under the same name is not.
+    elsewhere.write_text(experiment.config.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    with pytest.raises(SweepError, match="config_sha256"):
+        prepare_output(quick_depth / "depth", protocol)
