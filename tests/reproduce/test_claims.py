@@ -7,6 +7,7 @@ the full tables contradict the talk, the README says so, and the tests check wha
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,26 @@ def test_a_larger_sample_gives_a_better_accuracy_at_every_c_and_a_smaller_gap_wi
         assert accuracy["2500", c] > accuracy["500", c] + 2
     assert gap["2500", 0.04] < gap["500", 0.04]
     # Unconstrained, the gap does not fall with n in the full table (1.6 at n = 500, 1.8 to 2.5 above): not asserted.
+
+
+def test_ours_is_on_par_with_no_regularization_on_mnist_not_better(tmp_path):
+    # The talk: 98.03 % against 97.85 % without regularization. The full reproduction (one seed, 5 epochs, c chosen
+    # by 10-fold cross-validation: 4) measured 97.69 against 97.77: on par, not better, and the README says so. Here
+    # the same two fits (c = 4 as chosen there), on the full MNIST training set.
+    data = Path(__file__).resolve().parents[2] / "data"
+    full = regs.make_regularizer_protocol(quick=False, seeds=1, data_dir=data)
+    if "mnist" not in full.datasets:
+        pytest.skip("MNIST is not unpacked in data/ (make data)")
+    protocol = dataclasses.replace(
+        full, datasets=("mnist",), rows={"mnist": ("No",)}, folds=0, protocols={"mnist": full.protocols["mnist"]}
+    )
+    directory = tmp_path / "regularizers"
+    directory.mkdir()
+    specs = regs.first_runs(protocol, directory)
+    specs += regs.our_runs(protocol, directory, {("mnist", 0): 4.0}, len(specs))
+    results = regs.run_specs("mnist", specs, directory, backends.LocalBackend(2), progress=False)
+    cells = regs.collect_cells(protocol, specs, results)
+    ours, none = (mean(cells[row, "mnist"].accuracy) for row in (regs.OURS, "No"))
+    print(f"ours {ours:.2f} %, no regularization {none:.2f} %")
+    assert abs(ours - none) < 0.5 and ours > 97
+    assert mean(cells[regs.OURS, "mnist"].sparsity) < 5  # c = 4 leaves this MLP nearly dense in the radius-aware mode
