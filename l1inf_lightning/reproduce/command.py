@@ -11,7 +11,7 @@ from l1inf_lightning.cv.execution import SweepInterrupted
 from l1inf_lightning.cv.settings import SweepError
 from l1inf_lightning.reproduce.crossval import reproduce_cv
 from l1inf_lightning.reproduce.experiments import EXPERIMENTS, make_protocol
-from l1inf_lightning.reproduce.regularizers import reproduce_regularizers
+from l1inf_lightning.reproduce.regularizer_report import reproduce_regularizers
 from l1inf_lightning.reproduce.runner import run_reproduction
 from l1inf_lightning.reproduce.tables import Row
 from l1inf_lightning.reproduce.weight_image import reproduce_weight_image

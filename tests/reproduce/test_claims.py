@@ -14,7 +14,9 @@ import pytest
 from l1inf_lightning.cv import backends
 from l1inf_lightning.cv.statistics import mean_std
 from l1inf_lightning.reproduce import EXPERIMENTS, make_protocol, run_reproduction
+from l1inf_lightning.reproduce import regularizer_report as report
 from l1inf_lightning.reproduce import regularizers as regs
+from l1inf_lightning.reproduce.runner import run_specs
 
 pytestmark = pytest.mark.slow
 INF = math.inf
@@ -73,11 +75,11 @@ def test_ours_beats_no_regularization_l1_l2_and_dropout_on_synthetic_classificat
     directory.mkdir()
     backend = backends.LocalBackend(2)
     specs = regs.first_runs(protocol, directory)
-    results = regs.run_specs("regularizers", specs, directory, backend, progress=False)
+    results = run_specs("regularizers", specs, directory, backend, progress=False)
     ours = regs.our_runs(protocol, directory, regs.chosen_radii(protocol, specs, results), len(specs))
-    results = regs.run_specs("ours", ours, directory, backend, progress=False)
-    cells = regs.collect_cells(protocol, [*specs, *ours], results)
-    [claim] = regs.claims(protocol, cells)
+    results = run_specs("ours", ours, directory, backend, progress=False)
+    cells = report.collect_cells(protocol, [*specs, *ours], results)
+    [claim] = report.claims(protocol, cells)
     print(claim)
     assert "beats every other: yes" in claim
     assert mean(cells[regs.OURS, "synthetic"].accuracy) > 80
@@ -109,8 +111,8 @@ def test_ours_is_on_par_with_no_regularization_on_mnist_not_better(tmp_path):
     directory.mkdir()
     specs = regs.first_runs(protocol, directory)
     specs += regs.our_runs(protocol, directory, {("mnist", 0): 4.0}, len(specs))
-    results = regs.run_specs("mnist", specs, directory, backends.LocalBackend(2), progress=False)
-    cells = regs.collect_cells(protocol, specs, results)
+    results = run_specs("mnist", specs, directory, backends.LocalBackend(2), progress=False)
+    cells = report.collect_cells(protocol, specs, results)
     ours, none = (mean(cells[row, "mnist"].accuracy) for row in (regs.OURS, "No"))
     print(f"ours {ours:.2f} %, no regularization {none:.2f} %")
     assert abs(ours - none) < 0.5 and ours > 97

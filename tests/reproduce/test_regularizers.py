@@ -9,7 +9,7 @@ import pytest
 
 from l1inf_lightning.commands import main as cli_main
 from l1inf_lightning.cv.statistics import mean_std
-from l1inf_lightning.reproduce import regularizers, runner
+from l1inf_lightning.reproduce import regularizer_report, regularizers, runner
 from l1inf_lightning.reproduce.talk import REGULARIZER_DATASETS, TALK_REGULARIZERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def test_quick_writes_every_row_with_the_talks_numbers_and_ours_where_run(quick_
     text = (directory / "table.md").read_text(encoding="utf-8")
     assert "| No | " in text and "| 71.60 |" in text and "not run: no data here" in text
     assert "2-fold cross-validation of val/acc" in text and "c = inf for every regularizer" in text
-    assert (directory / regularizers.FIGURE).read_bytes()[:4] == b"\x89PNG"
+    assert (directory / regularizer_report.FIGURE).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_ours_is_fitted_at_the_c_with_the_best_mean_fold_accuracy(quick_regularizers):
