@@ -6,6 +6,7 @@ import fnmatch
 import itertools
 import math
 import operator
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -159,8 +160,8 @@ class L1InfProjection(Callback):
         self._before_step: dict[int, list[Tensor]] = {}
         self._armed: set[int] = set()
         self._warned: set[str] = set()
-        # A GPU step's finiteness check on its way to the host: (flag, its event, the layers, steps before it).
-        self._pending_check: tuple[Tensor, Any, dict[str, tuple[nn.Module, float]], int] | None = None
+        # GPU steps' finiteness checks on their way to the host: (flag, its event, the layers, steps before it).
+        self._pending_checks: deque[tuple[Tensor, Any, dict[str, tuple[nn.Module, float]], int]] = deque()
 
     def __repr__(self) -> str:
         mode = "" if self.mode == "exact" else f", mode={self.mode!r}, anneal={self.anneal}"
@@ -239,7 +240,7 @@ class L1InfProjection(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _refuse_sharded_parameters(trainer, type(self).__name__)
-        self._pending_check = None
+        self._pending_checks.clear()
         self._selected = self.select_layers(pl_module)
         self._warn_free_neurons(pl_module)
         constrained = {name: entry for name, entry in self._selected.items() if not math.isinf(entry[1])}
@@ -391,17 +392,19 @@ class L1InfProjection(Callback):
         if not layers:
             return
         parameters = [p for module, _ in layers.values() for p in module.parameters(recurse=False)]
-        if any(p.is_cuda for p in parameters):
-            # Asking the GPU whether the weights are finite would stall the training loop at every step: the answer
-            # is copied to the host without waiting, and read at the next step, once it has arrived (or at fit end).
-            # The projection leaves non-finite rows as they are, so a diverged layer is reported a step late.
+        device = next((p.device for p in parameters if p.is_cuda), None)
+        if device is not None:
+            # Asking the GPU whether the weights are finite would stall the training loop at every step: each step's
+            # answer is copied to the host without waiting, and read at a later step once it has arrived (all of
+            # them at fit end). The projection leaves non-finite rows as they are, so a diverged layer is reported
+            # a step or so late.
             self._raise_if_not_finite(wait=False)
-            flag = torch.stack([torch.isfinite(p).all().to(parameters[0].device) for p in parameters]).all()
+            flag = torch.stack([torch.isfinite(p).all().to(device, non_blocking=True) for p in parameters]).all()
             host = torch.empty((), dtype=torch.bool, pin_memory=True)
             host.copy_(flag, non_blocking=True)
             arrived = torch.cuda.Event()
-            arrived.record()
-            self._pending_check = (host, arrived, layers, self.num_projections)
+            arrived.record(torch.cuda.current_stream(device))
+            self._pending_checks.append((host, arrived, layers, self.num_projections))
         elif not all_finite(parameters):  # every layer checked before any is written: a failure changes nothing
             self._raise_not_finite(layers, self.num_projections)
         for module, radius in layers.values():
@@ -409,17 +412,20 @@ class L1InfProjection(Callback):
             project_module_(module, self._radius_at(radius, step))
 
     def _raise_if_not_finite(self, wait: bool) -> None:
-        """Read the pending finiteness check of a GPU step (``wait``: until it has arrived), and raise if it failed."""
-        if self._pending_check is None:
-            return
-        host, arrived, layers, num_projections = self._pending_check
-        if wait:
-            arrived.synchronize()
-        elif not arrived.query():  # not there yet: no waiting for it
-            return
-        self._pending_check = None
-        if not bool(host):
-            self._raise_not_finite(layers, num_projections)
+        """Read the GPU steps' finiteness checks that have arrived, oldest first, and raise at the first that failed.
+
+        ``wait``: read all of them, waiting for those still on their way (at fit end).
+        """
+        while self._pending_checks:
+            host, arrived, layers, num_projections = self._pending_checks[0]
+            if wait:
+                arrived.synchronize()
+            elif not arrived.query():  # not there yet, nor the later ones: no waiting for them
+                return
+            self._pending_checks.popleft()
+            if not bool(host):
+                self._pending_checks.clear()
+                self._raise_not_finite(layers, num_projections)
 
     def _raise_not_finite(self, layers: dict[str, tuple[nn.Module, float]], num_projections: int) -> None:
         bad = [name for name, (module, _) in layers.items() if not all_finite(module.parameters(recurse=False))]
@@ -442,7 +448,7 @@ class L1InfProjection(Callback):
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._remove_hooks()
-        self._pending_check = None
+        self._pending_checks.clear()
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -116,7 +116,7 @@ def prepare_output(output: str | Path, settings: JsonSettings) -> Path:
     path = output / SETTINGS_FILE
     current = settings.to_json()
     if path.exists():
-        stored = json.loads(path.read_text(encoding="utf-8"))
+        stored = _config_by_name(json.loads(path.read_text(encoding="utf-8")))
         differences = [
             f"{key}: {stored.get(key)!r} there, {current[key]!r} now"
             for key in current
@@ -133,6 +133,21 @@ def prepare_output(output: str | Path, settings: JsonSettings) -> Path:
     else:
         write_json_atomic(path, current)
     return output
+
+
+def _config_by_name(settings: Any) -> Any:
+    """``settings`` with every ``config`` path reduced to its file name, as ``to_json`` stores it now.
+
+    Directories written before stored the absolute path; the name and the contents' hash beside it say the same.
+    """
+    if isinstance(settings, dict):
+        return {
+            key: Path(value).name if key == "config" and isinstance(value, str) else _config_by_name(value)
+            for key, value in settings.items()
+        }
+    if isinstance(settings, list):
+        return [_config_by_name(value) for value in settings]
+    return settings
 
 
 def read_result(output: str | Path, spec: RunSpec) -> dict[str, Any] | None:

@@ -20,8 +20,10 @@ from l1inf_lightning.functional.norms import is_affine, neuron_l1_norms
 __all__ = ["NetworkMeasure", "affine_layers", "measure_network"]
 
 # Leaves that do not change what the theorems see: dropout is the identity in eval mode.
-# Leaves that compute nothing of the net's function; an empty container (a ModuleDict with no entries) is a leaf too.
-_TRANSPARENT = (nn.Dropout, nn.Flatten, nn.Identity, nn.ModuleDict, nn.ModuleList, nn.Sequential)
+_TRANSPARENT = (nn.Dropout, nn.Flatten, nn.Identity)
+# Containers with nothing in them are leaves too (a regression SupervisedModule's empty ModuleDict); exactly these
+# types, since a subclass may compute something of its own.
+_EMPTY_CONTAINERS = (nn.ModuleDict, nn.ModuleList, nn.Sequential)
 
 
 def affine_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -117,7 +119,7 @@ def measure_network(module: nn.Module, activation: str | None = None) -> Network
     found: set[str] = set()
     reason = None
     for name, leaf in _leaves(module):
-        if isinstance(leaf, nn.Linear) or isinstance(leaf, _TRANSPARENT):
+        if isinstance(leaf, (nn.Linear, *_TRANSPARENT)) or type(leaf) in _EMPTY_CONTAINERS:
             continue
         kind = activation_name(leaf)
         if kind is not None:

@@ -10,6 +10,7 @@ import functools
 import importlib.util
 import math
 import platform
+import warnings
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Literal
@@ -42,20 +43,50 @@ _KERNEL_MACHINES = ("x86_64", "AMD64", "aarch64", "arm64")
 _CPU_BLOCK_ELEMENTS = 1 << 16  # the torch path's rows per block: 512 KiB of float64, so a block stays in cache
 # The kernel's bias argument for layers without one (an empty array of the weight's dtype).
 _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+_NO_BIAS_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 @functools.cache
 def _numba_kernel() -> ModuleType | None:
-    """The compiled kernel module, imported on first use (numba costs ~0.3 s to import), or None without numba.
+    """The compiled kernel module, imported on first use (numba costs ~0.1 s to import), or None without numba.
 
     None too on a machine whose rounding mode LLVM cannot set from compiled code (the kernel writes under rounding
-    toward zero): x86-64 and AArch64 have the kernel.
+    toward zero; x86-64 and AArch64 have the kernel), and with ``NUMBA_DISABLE_JIT=1`` (the kernel uses an LLVM
+    intrinsic, which has no pure-Python version).
     """
     if importlib.util.find_spec("numba") is None or platform.machine() not in _KERNEL_MACHINES:
         return None
     from l1inf_lightning.functional import _projection_numba
 
-    return _projection_numba
+    return None if _projection_numba.numba.config.DISABLE_JIT else _projection_numba
+
+
+@functools.cache
+def _kernel_for(dtype: torch.dtype) -> ModuleType | None:
+    """The kernel for parameters of ``dtype``, once it has written one row toward zero in that dtype as it must.
+
+    A self-test of the compiled write (the rounding mode is set by an LLVM intrinsic, whose effect the compiler does
+    not order against floating-point operations by contract): 1 shrunk by 2^-60 must be stored as the dtype's
+    predecessor of 1, not rounded back up to 1, and rounding to nearest must be back afterwards. Otherwise the torch
+    path projects, with a warning.
+    """
+    kernel = _numba_kernel()
+    if kernel is None or dtype not in _NUMBA_DTYPES:
+        return None
+    np_dtype = _NO_BIAS_DTYPES[dtype]
+    row = np.array([[1.0, -1.0]], np_dtype)
+    kernel._write_row(np.empty(0, np_dtype), row, 0, False, np.ones(2), 2.0**-60)
+    below_one = np.nextafter(np_dtype(1.0), np_dtype(0.0))
+    one, small = 1.0, 0.75 * _EPS64
+    if row.tolist() != [[below_one, -below_one]] or one + small != 1.0 + _EPS64:
+        warnings.warn(
+            f"The compiled projection kernel did not round toward zero in {dtype} on this machine (numba "
+            f"{kernel.numba.__version__}): the pure-torch path projects instead.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return kernel
 
 
 def projection_backend(vectors: Tensor, backend: Backend = "auto") -> str:
@@ -76,10 +107,15 @@ def projection_backend(vectors: Tensor, backend: Backend = "auto") -> str:
                 f"Expected float32 or float64 CPU tensors for `backend='numba'`, got {vectors.dtype} on"
                 f" {vectors.device.type}"
             )
-        if _numba_kernel() is None:
+        if importlib.util.find_spec("numba") is None:
             raise ValueError("`backend='numba'` needs numba: pip install 'l1inf-lightning[kernel]'")
+        if _kernel_for(vectors.dtype) is None:
+            raise ValueError(
+                f"`backend='numba'` is not available here: it needs an x86-64 or AArch64 CPU ({platform.machine()} "
+                "here), numba's JIT (NUMBA_DISABLE_JIT unset) and a write that rounds toward zero"
+            )
         return "numba"
-    if backend == "auto" and numba_fits and _numba_kernel() is not None:
+    if backend == "auto" and numba_fits and _kernel_for(vectors.dtype) is not None:
         return "numba"
     return "torch"
 

@@ -80,6 +80,13 @@ def test_empty_containers_are_not_layers():
     net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.ModuleList(), nn.Sequential(), nn.Linear(5, 2))
     assert measure_network(net).in_theorem_class
 
+    class Doubling(nn.Sequential):  # a subclass with a forward of its own is a layer, empty or not
+        def forward(self, x):
+            return 2 * x
+
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), Doubling(), nn.Linear(5, 2))
+    assert not measure_network(net).in_theorem_class
+
 
 def test_mixed_activations_are_outside():
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))

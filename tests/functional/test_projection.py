@@ -776,12 +776,14 @@ def test_numba_write_rounds_the_exact_difference_toward_zero_and_restores_roundi
         theta = float(np.quantile(magnitudes, 0.4))
         # Thresholds a few float64 ulps from the stored grid: the subtraction's own rounding decides there.
         theta += math.ulp(theta) * int(rng.integers(-3, 4))
-        weight = values.reshape(1, -1).copy()
-        total, nonzeros = kernel._write_row(np.empty(0, dtype), weight, 0, False, magnitudes, theta)
+        # The first entry as the neuron's bias, written by the same pass as its weights.
+        bias, weight = values[:1].copy(), values[1:].reshape(1, -1).copy()
+        total, nonzeros = kernel._write_row(bias, weight, 0, True, magnitudes, theta)
         expected = [round_toward_zero(max(Fraction(m) - Fraction(theta), Fraction(0)), dtype) for m in magnitudes]
-        stored = np.abs(weight[0].astype(np.float64))
+        written = np.concatenate([bias, weight[0]])
+        stored = np.abs(written.astype(np.float64))
         assert np.array_equal(stored, np.array(expected)), scale
-        assert np.array_equal(np.sign(weight[0])[stored > 0], np.sign(values)[stored > 0])
+        assert np.array_equal(np.sign(written)[stored > 0], np.sign(values)[stored > 0])
         assert nonzeros == int((stored > 0).sum())
         exact = sum(Fraction(float(m)) for m in stored)
         assert abs(Fraction(total) - exact) <= 3000 * EPS64 * exact
@@ -789,15 +791,62 @@ def test_numba_write_rounds_the_exact_difference_toward_zero_and_restores_roundi
     assert one + small == 1.0 + EPS64  # back to rounding to nearest (toward zero would give 1.0)
 
 
-def test_auto_falls_back_to_torch_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def kernel_choice(monkeypatch: pytest.MonkeyPatch):
+    """The projection module, with its cached choice of kernel forgotten before and after the test."""
     from l1inf_lightning.functional import projection
 
-    monkeypatch.setattr(projection, "_numba_kernel", lambda: None)
+    projection._numba_kernel.cache_clear()
+    projection._kernel_for.cache_clear()
+    yield projection
+    projection._numba_kernel.cache_clear()
+    projection._kernel_for.cache_clear()
+
+
+def test_auto_falls_back_to_torch_without_numba(kernel_choice, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = kernel_choice.importlib.util.find_spec
+    monkeypatch.setattr(
+        kernel_choice.importlib.util, "find_spec", lambda name: None if name == "numba" else real_find_spec(name)
+    )
     vectors = random_vectors((20, 30), torch.float32, seed=1)
     assert projection_backend(vectors) == "torch"
     assert_bitwise_equal(project_l1_ball(vectors, 1.0), project_l1_ball(vectors, 1.0, backend="torch"))
     with pytest.raises(ValueError, match=r"`backend='numba'` needs numba"):
         project_l1_ball(vectors, 1.0, backend="numba")
+
+
+@pytest.mark.parametrize("cause", ["machine", "no-jit"])
+def test_no_kernel_where_llvm_cannot_set_the_rounding_mode_or_jit_is_off(
+    kernel_choice, monkeypatch: pytest.MonkeyPatch, cause: str
+) -> None:
+    if cause == "machine":
+        monkeypatch.setattr(kernel_choice.platform, "machine", lambda: "s390x")
+    else:
+        numba = pytest.importorskip("numba")
+        monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    vectors = random_vectors((20, 30), torch.float64, seed=2)
+    assert projection_backend(vectors) == "torch"
+    assert_bitwise_equal(project_l1_ball(vectors, 0.5), project_l1_ball(vectors, 0.5, backend="torch"))
+    with pytest.raises(ValueError, match=r"not available here: it needs an x86-64 or AArch64 CPU"):
+        project_l1_ball(vectors, 0.5, backend="numba")
+
+
+@numba_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_kernel_whose_write_does_not_round_toward_zero_is_not_used(
+    kernel_choice, monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    assert kernel_choice._kernel_for(dtype) is not None  # the real kernel passes its self-test here
+    kernel_choice._kernel_for.cache_clear()
+    kernel = kernel_choice._numba_kernel()
+
+    def to_nearest(bias, weight, j, has_bias, a, theta):  # the same write without the rounding mode
+        weight[j] = np.copysign(np.maximum(a[: weight.shape[1]] - theta, 0.0), weight[j])
+        return 0.0, 0
+
+    monkeypatch.setattr(kernel, "_write_row", to_nearest)
+    with pytest.warns(RuntimeWarning, match="did not round toward zero"):
+        assert projection_backend(random_vectors((4, 5), dtype, seed=3)) == "torch"
 
 
 @pytest.mark.parametrize(

@@ -208,6 +208,13 @@ def test_a_reproduction_resumes_from_another_checkout_of_the_same_config(quick_d
     shutil.copyfile(experiment.config, elsewhere)
     protocol = dataclasses.replace(make_protocol(experiment, quick=True, seeds=None), config=str(elsewhere))
     assert prepare_output(quick_depth / "depth", protocol) == (quick_depth / "depth").resolve()
+    # A directory written before configs were stored by name (an absolute path) resumes too.
+    older = tmp_path / "older"
+    older.mkdir()
+    stored = json.loads((quick_depth / "depth" / "sweep.json").read_text(encoding="utf-8"))
+    stored["config"] = "/some/old/checkout/configs/" + stored["config"]
+    (older / "sweep.json").write_text(json.dumps(stored), encoding="utf-8")
+    assert prepare_output(older, protocol) == older.resolve()
     # Another config under the same name is not.
     elsewhere.write_text(experiment.config.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
     with pytest.raises(SweepError, match="config_sha256"):
