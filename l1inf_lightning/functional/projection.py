@@ -35,15 +35,15 @@ __all__ = [
 
 Backend = Literal["auto", "torch", "numba"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "numba")
-_NUMBA_DTYPES = (torch.float32, torch.float64)
+# The dtypes the compiled kernel takes, and their numpy types.
+_NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 _EPS64 = torch.finfo(torch.float64).eps
 # Where LLVM lowers `llvm.set.rounding`, which the compiled kernel needs (`platform.machine()` names).
 _KERNEL_MACHINES = ("x86_64", "AMD64", "aarch64", "arm64")
 _CPU_BLOCK_ELEMENTS = 1 << 16  # the torch path's rows per block: 512 KiB of float64, so a block stays in cache
 # The kernel's bias argument for layers without one (an empty array of the weight's dtype).
-_NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
-_NO_BIAS_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_NO_BIAS = {np.dtype(np_dtype): np.empty(0, np_dtype) for np_dtype in _NUMBA_DTYPES.values()}
 
 
 @functools.cache
@@ -73,7 +73,7 @@ def _kernel_for(dtype: torch.dtype) -> ModuleType | None:
     kernel = _numba_kernel()
     if kernel is None or dtype not in _NUMBA_DTYPES:
         return None
-    np_dtype = _NO_BIAS_DTYPES[dtype]
+    np_dtype = _NUMBA_DTYPES[dtype]
     row = np.array([[1.0, -1.0]], np_dtype)
     kernel._write_row(np.empty(0, np_dtype), row, 0, False, np.ones(2), 2.0**-60)
     below_one = np.nextafter(np_dtype(1.0), np_dtype(0.0))

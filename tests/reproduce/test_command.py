@@ -28,11 +28,6 @@ def quick(name: str, output: Path, *extra: str) -> None:
     cli_main(["reproduce", name, "--quick", "--output", str(output), "--no-progress", *extra])
 
 
-@pytest.fixture(scope="module")
-def quick_depth(quick_reproductions):
-    return quick_reproductions
-
-
 def test_the_talk_tables_are_copied_as_printed():
     assert TALK_DEPTH["500-100-20-2"][math.inf] == (1.535, 70.30)
     assert TALK_DEPTH["500-100-100-50-20-2"][0.04] == (0.131, 88.33)
@@ -59,8 +54,8 @@ def test_an_unknown_name_exits_2_and_lists_the_talks_names(capsys):
     assert "regression" in capsys.readouterr().err and "reproduce" in COMMANDS
 
 
-def test_quick_depth_writes_our_finite_numbers_beside_the_talks(quick_depth):
-    output = quick_depth
+def test_quick_depth_writes_our_finite_numbers_beside_the_talks(quick_reproductions):
+    output = quick_reproductions
     directory = output / "depth"
     table = read_csv(directory / "table.csv")
     assert [(row["c"], row["column"]) for row in table] == [
@@ -80,8 +75,10 @@ def test_quick_depth_writes_our_finite_numbers_beside_the_talks(quick_depth):
     assert len(list((directory / "results").glob("*.json"))) == 6
 
 
-def test_rerunning_a_finished_reproduction_trains_nothing_and_rewrites_the_same_tables(quick_depth, monkeypatch):
-    output = quick_depth
+def test_rerunning_a_finished_reproduction_trains_nothing_and_rewrites_the_same_tables(
+    quick_reproductions, monkeypatch
+):
+    output = quick_reproductions
     directory = output / "depth"
     before = {name: (directory / name).read_bytes() for name in ("table.csv", "table.md")}
     stored = {path: path.stat().st_mtime_ns for path in (directory / "results").glob("*.json")}
@@ -96,8 +93,8 @@ def test_rerunning_a_finished_reproduction_trains_nothing_and_rewrites_the_same_
     assert {path: path.stat().st_mtime_ns for path in stored} == stored
 
 
-def test_a_reproduction_missing_a_result_reruns_that_run_only(quick_depth, monkeypatch):
-    output = quick_depth
+def test_a_reproduction_missing_a_result_reruns_that_run_only(quick_reproductions, monkeypatch):
+    output = quick_reproductions
     directory = output / "depth"
     lost = directory / "results" / "depth100-50-20_c0.1_all_seed0.json"
     lost.unlink()
@@ -113,8 +110,8 @@ def test_a_reproduction_missing_a_result_reruns_that_run_only(quick_depth, monke
     assert started == ["depth100-50-20_c0.1_all_seed0"] and lost.exists()
 
 
-def test_another_protocol_in_the_same_directory_is_refused_before_training(quick_depth, capsys):
-    output = quick_depth
+def test_another_protocol_in_the_same_directory_is_refused_before_training(quick_reproductions, capsys):
+    output = quick_reproductions
     with pytest.raises(SystemExit) as stopped:
         cli_main(["reproduce", "depth", "--output", str(output), "--no-progress"])  # the full protocol
     assert stopped.value.code == 2
@@ -150,13 +147,8 @@ def test_the_readmes_reproduce_commands_name_built_experiments_with_valid_argume
         assert parsed.name in BUILT, args
 
 
-@pytest.fixture(scope="module")
-def quick_boxes(quick_reproductions):
-    return quick_reproductions
-
-
-def test_quick_classification_puts_the_exact_mode_beside_the_radius_aware_one(quick_boxes):
-    directory = quick_boxes / "classification"
+def test_quick_classification_puts_the_exact_mode_beside_the_radius_aware_one(quick_reproductions):
+    directory = quick_reproductions / "classification"
     table = read_csv(directory / "table.csv")
     modes = ("radius-aware", "exact (Algorithm 1)")
     assert [(row["c"], row["column"]) for row in table] == [(c, mode) for c in ("inf", "0.1") for mode in modes]
@@ -172,8 +164,8 @@ def test_quick_classification_puts_the_exact_mode_beside_the_radius_aware_one(qu
     assert (directory / runner.BOXES).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_single_class_runs_are_counted_from_the_logged_share(quick_boxes):
-    directory = quick_boxes / "classification"
+def test_single_class_runs_are_counted_from_the_logged_share(quick_reproductions):
+    directory = quick_reproductions / "classification"
     table = {(row["c"], row["column"]): row for row in read_csv(directory / "table.csv")}
     for path in (directory / "results").glob("*.json"):
         result = json.loads(path.read_text(encoding="utf-8"))
@@ -190,32 +182,32 @@ def test_single_class_runs_are_counted_from_the_logged_share(quick_boxes):
             assert f"1 at c = {c}" in text.split(note)[1].split("\n")[0]
 
 
-def test_quick_regression_reports_the_test_mse_gap_and_sparsity_per_c(quick_boxes):
-    table = read_csv(quick_boxes / "regression" / "table.csv")
+def test_quick_regression_reports_the_test_mse_gap_and_sparsity_per_c(quick_reproductions):
+    table = read_csv(quick_reproductions / "regression" / "table.csv")
     assert [(row["c"], row["column"]) for row in table] == [("inf", "1000-300-1"), ("0.3", "1000-300-1")]
     for row in table:
         assert float(row["mse_mean"]) > 0 and math.isfinite(float(row["gap_mean"])) and row["runs_ok"] == "1"
     assert float(table[0]["sparsity_mean"]) == 0 and float(table[1]["sparsity_mean"]) > 0
-    text = (quick_boxes / "regression" / "table.md").read_text(encoding="utf-8")
+    text = (quick_reproductions / "regression" / "table.md").read_text(encoding="utf-8")
     assert "test mse" in text and "optimizer SGD" in text and "100 epochs" in text
 
 
-def test_a_reproduction_resumes_from_another_checkout_of_the_same_config(quick_depth, tmp_path):
+def test_a_reproduction_resumes_from_another_checkout_of_the_same_config(quick_reproductions, tmp_path):
     # Another clone, or the checkout moved: the same config's contents under another path is the same protocol.
     experiment = EXPERIMENTS["depth"]
     elsewhere = tmp_path / "clone" / "configs" / experiment.config.name
     elsewhere.parent.mkdir(parents=True)
     shutil.copyfile(experiment.config, elsewhere)
     protocol = dataclasses.replace(make_protocol(experiment, quick=True, seeds=None), config=str(elsewhere))
-    assert prepare_output(quick_depth / "depth", protocol) == (quick_depth / "depth").resolve()
+    assert prepare_output(quick_reproductions / "depth", protocol) == (quick_reproductions / "depth").resolve()
     # A directory written before configs were stored by name (an absolute path) resumes too.
     older = tmp_path / "older"
     older.mkdir()
-    stored = json.loads((quick_depth / "depth" / "sweep.json").read_text(encoding="utf-8"))
+    stored = json.loads((quick_reproductions / "depth" / "sweep.json").read_text(encoding="utf-8"))
     stored["config"] = "/some/old/checkout/configs/" + stored["config"]
     (older / "sweep.json").write_text(json.dumps(stored), encoding="utf-8")
     assert prepare_output(older, protocol) == older.resolve()
     # Another config under the same name is not.
     elsewhere.write_text(experiment.config.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
     with pytest.raises(SweepError, match="config_sha256"):
-        prepare_output(quick_depth / "depth", protocol)
+        prepare_output(quick_reproductions / "depth", protocol)

@@ -34,11 +34,6 @@ def run_quick(output: Path) -> None:
               "--data-dir", str(DATA)])  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def quick_regularizers(quick_reproductions):
-    return quick_reproductions
-
-
 def test_the_talks_comparison_is_copied_as_printed():
     assert list(TALK_REGULARIZERS)[::10] == ["No", "Our approach"]
     assert len(TALK_REGULARIZERS) == 11
@@ -50,8 +45,8 @@ def test_the_talks_comparison_is_copied_as_printed():
     assert [r.header for r in regularizers.REGULARIZERS] == list(TALK_REGULARIZERS)[:-1]
 
 
-def test_quick_writes_every_row_with_the_talks_numbers_and_ours_where_run(quick_regularizers):
-    directory = quick_regularizers / "regularizers"
+def test_quick_writes_every_row_with_the_talks_numbers_and_ours_where_run(quick_reproductions):
+    directory = quick_reproductions / "regularizers"
     table = read_csv(directory / "table.csv")
     assert [(row["regularizer"], row["dataset"]) for row in table] == [
         (header, dataset) for header in TALK_REGULARIZERS for dataset in REGULARIZER_DATASETS
@@ -75,8 +70,8 @@ def test_quick_writes_every_row_with_the_talks_numbers_and_ours_where_run(quick_
     assert (directory / regularizer_report.FIGURE).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_ours_is_fitted_at_the_c_with_the_best_mean_fold_accuracy(quick_regularizers):
-    directory = quick_regularizers / "regularizers"
+def test_ours_is_fitted_at_the_c_with_the_best_mean_fold_accuracy(quick_reproductions):
+    directory = quick_reproductions / "regularizers"
     results = [json.loads(path.read_text(encoding="utf-8")) for path in (directory / "results").glob("*.json")]
     keys = ["synthetic", "mnist"] if mnist_here() else ["synthetic"]
     table = {(row["regularizer"], row["dataset"]): row for row in read_csv(directory / "table.csv")}
@@ -94,8 +89,8 @@ def test_ours_is_fitted_at_the_c_with_the_best_mean_fold_accuracy(quick_regulari
         assert table["Our approach", dataset]["chosen_c"] == repr(chosen)
 
 
-def test_the_regularizers_run_unconstrained_with_their_own_option_alone(quick_regularizers):
-    directory = quick_regularizers / "regularizers"
+def test_the_regularizers_run_unconstrained_with_their_own_option_alone(quick_reproductions):
+    directory = quick_reproductions / "regularizers"
     results = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in (directory / "results").glob("*")}
     l1 = results["synthetic-l1-0.001_cinf_all_seed0"]
     assert l1["radius"] == "inf" and l1["metrics"]["train/penalty"] > 0
@@ -103,15 +98,15 @@ def test_the_regularizers_run_unconstrained_with_their_own_option_alone(quick_re
     assert results["synthetic-none_cinf_all_seed0"]["sparsity"] == 0.0
 
 
-def test_rerunning_trains_nothing_and_rewrites_the_same_tables(quick_regularizers, monkeypatch):
-    directory = quick_regularizers / "regularizers"
+def test_rerunning_trains_nothing_and_rewrites_the_same_tables(quick_reproductions, monkeypatch):
+    directory = quick_reproductions / "regularizers"
     before = {name: (directory / name).read_bytes() for name in ("table.csv", "table.md")}
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished reproduction started fits")
 
     monkeypatch.setattr(runner, "execute", no_training)
-    run_quick(quick_regularizers)
+    run_quick(quick_reproductions)
     assert {name: (directory / name).read_bytes() for name in before} == before
 
 
