@@ -20,7 +20,7 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from l1inf_lightning.functional import all_finite, check_radius, project_module_
+from l1inf_lightning.functional import ModuleProjector, all_finite, check_radius
 from l1inf_lightning.functional.network import affine_layers
 from l1inf_lightning.functional.schedule import annealed_radius
 from l1inf_lightning.models.components.scaled_linear import ScaledLinear
@@ -162,6 +162,9 @@ class L1InfProjection(Callback):
         self._warned: set[str] = set()
         # GPU steps' finiteness checks on their way to the host: (flag, its event, the layers, steps before it).
         self._pending_checks: deque[tuple[Tensor, Any, dict[str, tuple[nn.Module, float]], int]] = deque()
+        # Per set of layers projected together (by id, with the set kept alive): their projectors, which work out
+        # the kernel's arrays once, not at every step; their parameters; their GPU.
+        self._plans: dict[int, tuple[dict[str, tuple[nn.Module, float]], list[ModuleProjector], list[Tensor], Any]] = {}
 
     def __repr__(self) -> str:
         mode = "" if self.mode == "exact" else f", mode={self.mode!r}, anneal={self.anneal}"
@@ -241,6 +244,7 @@ class L1InfProjection(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _refuse_sharded_parameters(trainer, type(self).__name__)
         self._pending_checks.clear()
+        self._plans = {}
         self._selected = self.select_layers(pl_module)
         self._warn_free_neurons(pl_module)
         constrained = {name: entry for name, entry in self._selected.items() if not math.isinf(entry[1])}
@@ -344,7 +348,6 @@ class L1InfProjection(Callback):
     # ---------------------------------------------------------------- projection
 
     def _make_step_hook(self, layers: dict[str, tuple[nn.Module, float]], scaled: list[tuple[Tensor, str, int]]) -> Any:
-        @torch.no_grad()
         def hook(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
             before = self._before_step.get(id(optimizer)) if id(optimizer) in self._armed else None
             self._armed.discard(id(optimizer))
@@ -356,8 +359,9 @@ class L1InfProjection(Callback):
                 )
             if scaled and before is not None:
                 scales = self._step_scales(scaled, self.num_projections)
-                for (param, _, _), old, scale in zip(scaled, before, scales, strict=True):
-                    param.lerp_(old, 1.0 - scale)  # old + scale * (new - old)
+                with torch.no_grad():
+                    for (param, _, _), old, scale in zip(scaled, before, scales, strict=True):
+                        param.lerp_(old, 1.0 - scale)  # old + scale * (new - old)
             # The next forward pass sees the radius after this step: c(t + 1).
             self._project(layers, self.num_projections + 1)
             self.num_projections += 1
@@ -387,29 +391,44 @@ class L1InfProjection(Callback):
             self._warned.add(message)
             rank_zero_warn(message, category=UserWarning, stacklevel=3)
 
-    @torch.no_grad()
     def _project(self, layers: dict[str, tuple[nn.Module, float]], step: int) -> None:
+        # No torch.no_grad() here (microseconds at every step): the kernel writes through arrays, and the torch path
+        # and the GPU check below take it themselves.
         if not layers:
             return
-        parameters = [p for module, _ in layers.values() for p in module.parameters(recurse=False)]
-        device = next((p.device for p in parameters if p.is_cuda), None)
+        projectors, parameters, device = self._projection_plan(layers)
         if device is not None:
             # Asking the GPU whether the weights are finite would stall the training loop at every step: each step's
             # answer is copied to the host without waiting, and read at a later step once it has arrived (all of
             # them at fit end). The projection leaves non-finite rows as they are, so a diverged layer is reported
             # a step or so late.
             self._raise_if_not_finite(wait=False)
-            flag = torch.stack([torch.isfinite(p).all().to(device, non_blocking=True) for p in parameters]).all()
+            with torch.no_grad():
+                flag = torch.stack([torch.isfinite(p).all().to(device, non_blocking=True) for p in parameters]).all()
             host = torch.empty((), dtype=torch.bool, pin_memory=True)
             host.copy_(flag, non_blocking=True)
             arrived = torch.cuda.Event()
             arrived.record(torch.cuda.current_stream(device))
             self._pending_checks.append((host, arrived, layers, self.num_projections))
-        elif not all_finite(parameters):  # every layer checked before any is written: a failure changes nothing
-            self._raise_not_finite(layers, self.num_projections)
-        for module, radius in layers.values():
+        else:
+            for projector in projectors:  # every layer checked before any is written: a failure changes nothing
+                if not projector.all_finite():
+                    self._raise_not_finite(layers, self.num_projections)
+        for projector, (_, radius) in zip(projectors, layers.values(), strict=True):
             # In place, bias and weight where they are; stored rows end inside the ball in their own dtype.
-            project_module_(module, self._radius_at(radius, step))
+            projector.project_(self._radius_at(radius, step))
+
+    def _projection_plan(
+        self, layers: dict[str, tuple[nn.Module, float]]
+    ) -> tuple[list[ModuleProjector], list[Tensor], torch.device | None]:
+        """The layers' projectors, their parameters and their GPU (None on CPU), worked out once per fit."""
+        plan = self._plans.get(id(layers))
+        if plan is None or plan[0] is not layers:
+            projectors = [ModuleProjector(module) for module, _ in layers.values()]
+            parameters = [p for module, _ in layers.values() for p in module.parameters(recurse=False)]
+            device = next((p.device for p in parameters if p.is_cuda), None)
+            plan = self._plans[id(layers)] = (layers, projectors, parameters, device)
+        return plan[1:]
 
     def _raise_if_not_finite(self, wait: bool) -> None:
         """Read the GPU steps' finiteness checks that have arrived, oldest first, and raise at the first that failed.

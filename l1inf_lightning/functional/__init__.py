@@ -1,5 +1,6 @@
 """Pure tensor functions: the projection kernel and the norms of affine layers."""
 
+from l1inf_lightning.functional.layer_projection import ModuleProjector, project_module_
 from l1inf_lightning.functional.norms import (
     AFFINE_TYPES,
     HALF_DTYPES,
@@ -19,7 +20,6 @@ from l1inf_lightning.functional.projection import (
     check_radius,
     project_l1_ball,
     project_l1_ball_,
-    project_module_,
     projection_backend,
 )
 
@@ -27,6 +27,7 @@ __all__ = [
     "AFFINE_TYPES",
     "BACKENDS",
     "HALF_DTYPES",
+    "ModuleProjector",
     "all_finite",
     "check_affine",
     "check_radius",

@@ -33,23 +33,37 @@ _TINY = float(np.finfo(np.float64).smallest_subnormal)
 # Sums of magnitudes may be reassociated (SIMD): their error bound below holds for any order of summation.
 _REASSOC = {"reassoc"}
 _I32 = ir.IntType(32)
+# Michelot passes over the whole row before the survivors are compacted (one compacting pass costs about eight).
+_FULL_PASSES = 8
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
-def _load_magnitudes(bias, weight, j, has_bias, a):  # pragma: no cover - compiled
-    """``a[:d] = |[bias[j], weight[j]]|`` in float64; returns their (float64, any-order) sum."""
+def _load_magnitudes(bias, weight, j, has_bias, a, start):  # pragma: no cover - compiled
+    """``a[:d] = |[bias[j], weight[j]]|`` in float64.
+
+    Returns their (float64, any-order) sum, and the count and sum of those above ``start`` (Michelot's first pass
+    from a warm start, in the same read of the row).
+    """
     offset = 0
     total = 0.0
+    count = 0
+    kept = 0.0
     if has_bias:
         a[0] = abs(np.float64(bias[j]))
         total += a[0]
+        above = a[0] > start
+        count += above
+        kept += a[0] if above else 0.0
         offset = 1
     row = weight[j]
     for i in range(row.shape[0]):
         value = abs(np.float64(row[i]))
         a[offset + i] = value
         total += value
-    return total
+        above = value > start
+        count += above
+        kept += value if above else 0.0
+    return total, count, kept
 
 
 @numba.njit(cache=True, nogil=True)
@@ -160,37 +174,49 @@ def _sum_above(values, n, theta):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _michelot_threshold(a, d, radius, total, buffer):  # pragma: no cover - compiled
+def _michelot_threshold(a, d, radius, total, buffer, start, count, kept):  # pragma: no cover - compiled
     r"""Michelot's (1986) fixed point :math:`\theta \leftarrow (\sum_{a_p > \theta} a_p - c) / \#\{a_p > \theta\}`.
 
-    From :math:`\theta_0 = (\|a\|_1 - c) / d` the iterates increase and the active sets shrink (nested); it ends
-    when a pass keeps every entry of the previous active set. The passes vectorize over the whole cached row while
-    at least half of it is active (a Gaussian row at half its norm: four passes, 60 % active, no copy); once fewer
-    survive, they are compacted into ``buffer`` (Condat's variant) and the later passes run over those.
+    Each step is Newton's on the convex, decreasing, piecewise linear :math:`f(\theta) = \sum_p (a_p - \theta)_+
+    - c`, so from any start with some entry above it the first step lands at or below :math:`\theta^*`, and from there
+    the iterates increase and the active sets shrink (nested); it ends when a pass keeps every entry of the previous
+    active set. ``start`` is the previous step's :math:`\theta` of this neuron (``count`` entries above it, summing to
+    ``kept``), or 0 for none: then it starts at :math:`\theta_0 = (\|a\|_1 - c) / d`, below :math:`\theta^*`.
+
+    The passes vectorize over the whole cached row (a branch-free pass costs about an eighth of a compacting one):
+    a trained layer's sparse rows take four or five from a cold start, two or three from a warm one (the load pass
+    counts the entries above ``start``). Only a row that needs more than ``_FULL_PASSES`` has its survivors compacted
+    into ``buffer`` (Condat's variant), so that its later passes run over those alone. The threshold returned is
+    computed from a pass over the whole row, whatever the start.
     """
-    theta = (total - radius) / d
-    count = d
-    while True:
+    if start > 0.0 and count > 0:
+        theta = (kept - radius) / count  # Newton's step from the previous theta: at or below theta* but for rounding
+    else:
+        theta = (total - radius) / d
+    count = -1
+    for _ in range(_FULL_PASSES):
         active, kept = _sum_above(a, d, theta)
-        if active == count or active == 0:
+        if active == 0:
             return theta
+        if active == count:
+            # The last two passes kept the same entries: theta is theirs, computed from this pass's sum over the
+            # whole row, so a warm and a cold start end on the same bits.
+            return (kept - radius) / active
         count = active
         # Rounding may nudge theta down; keeping it monotone keeps the active sets nested, so the loop ends.
         theta = max(theta, (kept - radius) / count)
-        if 2 * count < d:
-            break
     n, kept = _keep_above(a, d, theta, buffer)  # everything else is at or below theta from now on
-    if n == 0:  # theta rounded up to the largest entry (a radius far below an ulp of it)
-        return theta
     count = n
-    while True:
+    while n > 0:  # n == 0: theta rounded up to the largest entry (a radius far below an ulp of it)
         theta = max(theta, (kept - radius) / count)
         active, kept = _sum_above(buffer, n, theta)
         if active == count or active == 0:
-            return theta
+            break
         count = active
         if 4 * count < n:  # most survivors are gone: compact again, so that later passes are short
             n, kept = _keep_above(buffer, n, theta, buffer)
+    active, kept = _sum_above(a, d, theta)  # the final theta from a pass over the whole row, as above
+    return (kept - radius) / active if active > 0 else theta
 
 
 @intrinsic
@@ -217,32 +243,28 @@ def _write_shrunk(values, magnitudes, theta):  # pragma: no cover - compiled
     to float32 rounds toward zero again: :math:`\mathrm{RZ}_{32} \circ \mathrm{RZ}_{64} = \mathrm{RZ}_{32}`, since the
     float32 grid is part of the float64 one. So every stored magnitude is the exact :math:`|v_i| - \theta` rounded
     toward zero in the stored dtype, in a few vector instructions per entry. Returns the (float64, any order, rounded
-    toward zero) sum of the stored magnitudes and their number of nonzeros.
+    toward zero) sum of the stored magnitudes.
     """
     total = 0.0
-    nonzeros = 0
     for i in range(values.shape[0]):
         difference = magnitudes[i] - theta
         values[i] = np.copysign(difference if difference > 0.0 else 0.0, values[i])
-        stored = abs(np.float64(values[i]))
-        total += stored
-        nonzeros += stored != 0.0
-    return total, nonzeros
+        total += abs(np.float64(values[i]))
+    return total
 
 
 @numba.njit(cache=True, nogil=True)
 def _write_row(bias, weight, j, has_bias, a, theta):  # pragma: no cover - compiled
-    """Write row ``j`` shrunk by ``theta`` (``_write_shrunk`` under rounding toward zero); its sum and nonzeros."""
+    """Write row ``j`` shrunk by ``theta`` (``_write_shrunk`` under rounding toward zero); returns its sum."""
     offset = 0
     total = 0.0
-    nonzeros = 0
     _set_rounding(0)
     if has_bias:
-        total, nonzeros = _write_shrunk(bias[j : j + 1], a[:1], theta)
+        total = _write_shrunk(bias[j : j + 1], a[:1], theta)
         offset = 1
-    row_total, row_nonzeros = _write_shrunk(weight[j], a[offset:], theta)
+    total += _write_shrunk(weight[j], a[offset:], theta)
     _set_rounding(1)
-    return total + row_total, nonzeros + row_nonzeros
+    return total
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
@@ -258,10 +280,22 @@ def all_finite(values):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def project_rows(bias, weight, has_bias, radii):  # pragma: no cover - compiled
-    """Project every row ``[bias[j], weight[j]]`` onto the L1 ball of ``radii[j]`` (``radii[0]`` for all), in place."""
+def rows_finite(bias, weight, has_bias):  # pragma: no cover - compiled
+    """Whether every entry of the rows ``[bias[j], weight[j]]`` (the arguments of ``project_rows``) is finite."""
+    return all_finite(weight.reshape(-1)) and (not has_bias or all_finite(bias))
+
+
+@numba.njit(cache=True, nogil=True)
+def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - compiled
+    """Project every row ``[bias[j], weight[j]]`` onto the L1 ball of ``radii[j]`` (``radii[0]`` for all), in place.
+
+    ``thetas``: one float64 per row, the threshold of the row's last projection (0: none yet), where Michelot's
+    passes start and where this projection's threshold is kept (a row left inside keeps its entry); or an empty
+    array, for cold starts.
+    """
     rows, fan_in = weight.shape
     d = fan_in + (1 if has_bias else 0)
+    warm = thetas.shape[0] == rows
     a = np.empty(d, np.float64)
     buffer = np.empty(2 * d, np.float64)
     scratch = np.empty(2 * d, np.float64)
@@ -271,21 +305,24 @@ def project_rows(bias, weight, has_bias, radii):  # pragma: no cover - compiled
         radius = radii[j] if radii.shape[0] > 1 else radii[0]  # one radius per row, or one for all
         if radius == np.inf:
             continue
-        total = _load_magnitudes(bias, weight, j, has_bias, a)
+        start = thetas[j] if warm else 0.0
+        total, count, kept = _load_magnitudes(bias, weight, j, has_bias, a, start)
         if total * (1.0 + margin) <= radius or not np.isfinite(total):
             continue  # inside the ball; non-finite rows are left as they are (the callback reports them)
         if not _exceeds_radius(a, d, radius, total, margin, scratch, partials):
             continue
-        theta = max(_michelot_threshold(a, d, radius, total, buffer), 0.0)
+        theta = max(_michelot_threshold(a, d, radius, total, buffer, start, count, kept), 0.0)
+        if warm:
+            thetas[j] = theta
         # Rounded toward zero, the row is almost always inside; the exact check settles the rest. Each miss raises
         # theta by the measured excess per nonzero entry plus a step that starts at an ulp of c and doubles.
         extra = _EPS * radius
         for _ in range(1100):
-            total, nonzeros = _write_row(bias, weight, j, has_bias, a, theta)
+            total = _write_row(bias, weight, j, has_bias, a, theta)
             # Summed toward zero, the float64 sum is within (d - 1) eps of the exact one: `margin` still covers it.
             if total * (1.0 + margin) <= radius:
                 break
-            stored = _load_magnitudes(bias, weight, j, has_bias, buffer)
+            stored, nonzeros, _ = _load_magnitudes(bias, weight, j, has_bias, buffer, 0.0)
             if not _exceeds_radius(buffer, d, radius, stored, margin, scratch, partials):
                 break
             theta += (max(total - radius, 0.0) + extra) / max(nonzeros, 1)

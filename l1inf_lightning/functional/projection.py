@@ -17,10 +17,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from l1inf_lightning._checks import check_radius
-from l1inf_lightning.functional.norms import check_affine, load_neuron_vectors_, neuron_vectors
 
 __all__ = [
     "BACKENDS",
@@ -28,7 +27,6 @@ __all__ = [
     "check_radius",
     "project_l1_ball",
     "project_l1_ball_",
-    "project_module_",
     "projection_backend",
 ]
 
@@ -44,6 +42,8 @@ _KERNEL_MACHINES = ("x86_64", "AMD64", "aarch64", "arm64")
 _CPU_BLOCK_ELEMENTS = 1 << 16  # the torch path's rows per block: 512 KiB of float64, so a block stays in cache
 # The kernel's bias argument for layers without one (an empty array of the weight's dtype).
 _NO_BIAS = {np.dtype(np_dtype): np.empty(0, np_dtype) for np_dtype in _NUMBA_DTYPES.values()}
+# The kernel's thresholds argument for projections that start cold (no previous threshold per row).
+_COLD = np.empty(0)
 
 
 @functools.cache
@@ -255,7 +255,7 @@ def _project_numba_(bias: Tensor | None, weight: Tensor, radii: float | Tensor) 
     bias_array = _NO_BIAS[weight_array.dtype] if bias is None else bias.detach().numpy()
     # One radius for every row is passed as a 1-element array (the kernel broadcasts it).
     radius_array = radii.numpy() if isinstance(radii, Tensor) else np.full(1, radii)
-    kernel.project_rows(bias_array, weight_array, bias is not None, radius_array)
+    kernel.project_rows(bias_array, weight_array, bias is not None, radius_array, _COLD)
 
 
 def all_finite(tensors: Iterable[Tensor]) -> bool:
@@ -351,55 +351,3 @@ def project_l1_ball(vectors: Tensor, radius: float | Tensor, backend: Backend = 
                 [ 0.5000,  1.0000]])
     """
     return project_l1_ball_(vectors.clone(), radius, backend)
-
-
-@torch.no_grad()
-def project_module_(module: nn.Module, radius: float | Tensor, backend: Backend = "auto") -> nn.Module:
-    r"""Project every neuron of a Linear or Conv layer onto the L1 ball of ``radius``, in place.
-
-    A neuron is one output unit: the vector ``[bias[j], weight[j].flatten()]`` (the weights alone when the
-    layer has no bias), as in the paper's bias-augmented matrix :math:`\tilde V_\ell` (Algorithm 1 of Wen et al.,
-    2021, one Euclidean projection per neuron). On the numba path the kernel reads and writes ``bias`` and
-    ``weight`` where they are, with no concatenated copy. Parameters in half precision are projected with a
-    float64 threshold and written back rounded toward zero, so the stored neurons are inside the ball.
-
-    Args:
-        module: An ``nn.Linear`` or ``nn.Conv1d/2d/3d``.
-        radius: A positive number or ``inf``, or one radius per output neuron.
-        backend: The path, ``"auto"``, ``"numba"`` or ``"torch"`` (see :func:`projection_backend`).
-
-    Returns:
-        ``module``.
-
-    Example:
-        >>> layer = nn.Linear(3, 2)
-        >>> with torch.no_grad():
-        ...     _ = layer.weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [0.1, 0.0, 0.1]]))
-        ...     _ = layer.bias.copy_(torch.tensor([0.5, 0.1]))
-        >>> _ = project_module_(layer, 2.0)
-        >>> layer.weight
-        Parameter containing:
-        tensor([[ 0.5000, -1.5000,  0.0000],
-                [ 0.1000,  0.0000,  0.1000]], requires_grad=True)
-        >>> layer.bias
-        Parameter containing:
-        tensor([0.0000, 0.1000], requires_grad=True)
-    """
-    check_affine(module)
-    weight, bias = module.weight, module.bias
-    rows = weight.reshape(weight.shape[0], -1) if weight.is_contiguous() else None
-    in_place = (
-        rows is not None
-        and (bias is None or (bias.dtype == weight.dtype and bias.is_contiguous()))
-        and projection_backend(weight, backend) == "numba"
-    )
-    if in_place:
-        radii = _radii(rows, radius)
-        if radii is not None and rows.numel():
-            _project_numba_(bias, rows, radii)
-        return module
-    # Anything else (CUDA, half precision, channels-last weights): the rows as a copy in the stored dtype, so that
-    # the rounding toward zero happens in the dtype the parameters keep.
-    vectors = neuron_vectors(module).to(weight.dtype)
-    load_neuron_vectors_(module, project_l1_ball_(vectors, radius, "torch" if backend == "auto" else backend))
-    return module

@@ -1,0 +1,165 @@
+r"""A layer's neurons projected in place, once (:func:`project_module_`) or every step (:class:`ModuleProjector`)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from l1inf_lightning._checks import check_radius
+from l1inf_lightning.functional.norms import check_affine, load_neuron_vectors_, neuron_vectors
+from l1inf_lightning.functional.projection import (
+    _NO_BIAS,
+    BACKENDS,
+    Backend,
+    _numba_kernel,
+    _radii,
+    all_finite,
+    project_l1_ball_,
+    projection_backend,
+)
+
+__all__ = ["ModuleProjector", "project_module_"]
+
+
+class ModuleProjector:
+    """Projects one Linear/Conv layer's neurons in place, step after step: what ``L1InfProjection`` runs.
+
+    :func:`project_module_` works out on every call how to project a layer (the path; on the numba path, the
+    parameters as arrays the kernel reads and writes where they are). A projector works it out once and again only
+    when the layer's parameters change (other tensors, storage, shape, dtype, device or layout), so a step costs the
+    kernel and a few microseconds of Python. Both give the same result, bit for bit.
+
+    Args:
+        module: An ``nn.Linear`` or ``nn.Conv1d/2d/3d``.
+        backend: The path, ``"auto"``, ``"numba"`` or ``"torch"`` (see :func:`projection_backend`).
+
+    Example:
+        >>> layer = nn.Linear(3, 2)
+        >>> projector = ModuleProjector(layer)
+        >>> projector.all_finite()
+        True
+        >>> projector.project_(0.1)
+        >>> bool(layer.weight.abs().sum(dim=1).add(layer.bias.abs()).max() <= 0.1)
+        True
+    """
+
+    def __init__(self, module: nn.Module, backend: Backend = "auto") -> None:
+        check_affine(module)
+        if backend not in BACKENDS:
+            raise ValueError(f"Expected `backend` to be one of {BACKENDS}, got {backend!r}")
+        self.module = module
+        self.backend = backend
+        self._key: tuple | None = None
+        # On the numba path: the bias (or a shared empty array), the weight's rows, whether there is a bias, and a
+        # 1-element radius array; None where the torch path projects.
+        self._arrays: tuple | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.module).__name__}, backend={self.backend!r})"
+
+    def _refresh(self) -> tuple | None:
+        """The kernel's arrays for the parameters as they are now (rebuilt if they changed), or None."""
+        # The registered parameters, read without nn.Module.__getattr__ (a microsecond each, at every step).
+        parameters = self.module._parameters
+        weight = parameters["weight"] if "weight" in parameters else self.module.weight
+        bias = parameters["bias"] if "bias" in parameters else self.module.bias
+        key = (id(weight), weight.data_ptr(), weight.shape, weight.stride(), weight.dtype, weight.device)
+        if bias is not None:
+            key += (id(bias), bias.data_ptr(), bias.shape, bias.stride(), bias.dtype)
+        if key != self._key:
+            self._arrays = _kernel_arrays(weight, bias, self.backend)
+            self._key = key
+        return self._arrays
+
+    def all_finite(self) -> bool:
+        """Whether every weight and bias entry of the layer is finite (one compiled pass each on the numba path)."""
+        arrays = self._refresh()
+        if arrays is None:
+            return all_finite(self.module.parameters(recurse=False))
+        return bool(_numba_kernel().rows_finite(*arrays[:3]))
+
+    def project_(self, radius: float | Tensor) -> None:
+        """Project every neuron onto the L1 ball of ``radius`` (a positive number or inf, or one per neuron)."""
+        arrays = self._refresh()
+        if arrays is not None:
+            if type(radius) is float and 0.0 < radius < math.inf:  # the callback's case, at every step: no checks
+                arrays[3][0] = radius
+                _numba_kernel().project_rows(*arrays)
+            else:
+                _project_arrays_(arrays, radius)
+            return
+        # Anything else (CUDA, half precision, channels-last weights): the rows as a copy in the stored dtype, so
+        # that the rounding toward zero happens in the dtype the parameters keep.
+        with torch.no_grad():
+            vectors = neuron_vectors(self.module).to(self.module.weight.dtype)
+            backend = "torch" if self.backend == "auto" else self.backend
+            load_neuron_vectors_(self.module, project_l1_ball_(vectors, radius, backend))
+
+
+def _kernel_arrays(weight: Tensor, bias: Tensor | None, backend: Backend) -> tuple | None:
+    """``(bias, rows, has bias, radius, thresholds)``: arrays the kernel projects in place; None: the torch path.
+
+    The kernel needs the weight and bias contiguous and of one dtype (float32 or float64, on CPU); anything else
+    (CUDA, half precision, channels-last weights) is projected as a copy of the rows by the torch path.
+    """
+    if not weight.is_contiguous() or (bias is not None and (bias.dtype != weight.dtype or not bias.is_contiguous())):
+        return None
+    if projection_backend(weight, backend) != "numba":
+        return None
+    rows = weight.detach().reshape(weight.shape[0], math.prod(weight.shape[1:])).numpy()
+    bias_array = _NO_BIAS[rows.dtype] if bias is None else bias.detach().numpy()
+    # Each neuron's last threshold, where the next projection's passes start (0: none yet).
+    return bias_array, rows, bias is not None, np.ones(1), np.zeros(rows.shape[0])
+
+
+def _project_arrays_(arrays: tuple, radius: float | Tensor) -> None:
+    """Run the kernel on the rows ``[bias[j], weight[j]]`` of ``arrays``, in place (one radius, or one per row)."""
+    bias, rows, has_bias, radius_array, thetas = arrays
+    if isinstance(radius, Tensor) and radius.numel() != 1:
+        radius_array = _radii(torch.from_numpy(rows), radius).numpy()
+    else:
+        value = check_radius(radius)
+        if math.isinf(value):
+            return
+        radius_array[0] = value  # one radius for every row: the kernel broadcasts a 1-element array
+    if rows.size:
+        _numba_kernel().project_rows(bias, rows, has_bias, radius_array, thetas)
+
+
+@torch.no_grad()
+def project_module_(module: nn.Module, radius: float | Tensor, backend: Backend = "auto") -> nn.Module:
+    r"""Project every neuron of a Linear or Conv layer onto the L1 ball of ``radius``, in place.
+
+    A neuron is one output unit: the vector ``[bias[j], weight[j].flatten()]`` (the weights alone when the
+    layer has no bias), as in the paper's bias-augmented matrix :math:`\tilde V_\ell` (Algorithm 1 of Wen et al.,
+    2021, one Euclidean projection per neuron). On the numba path the kernel reads and writes ``bias`` and
+    ``weight`` where they are, with no concatenated copy. Parameters in half precision are projected with a
+    float64 threshold and written back rounded toward zero, so the stored neurons are inside the ball.
+
+    Args:
+        module: An ``nn.Linear`` or ``nn.Conv1d/2d/3d``.
+        radius: A positive number or ``inf``, or one radius per output neuron.
+        backend: The path, ``"auto"``, ``"numba"`` or ``"torch"`` (see :func:`projection_backend`).
+
+    Returns:
+        ``module``.
+
+    Example:
+        >>> layer = nn.Linear(3, 2)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [0.1, 0.0, 0.1]]))
+        ...     _ = layer.bias.copy_(torch.tensor([0.5, 0.1]))
+        >>> _ = project_module_(layer, 2.0)
+        >>> layer.weight
+        Parameter containing:
+        tensor([[ 0.5000, -1.5000,  0.0000],
+                [ 0.1000,  0.0000,  0.1000]], requires_grad=True)
+        >>> layer.bias
+        Parameter containing:
+        tensor([0.0000, 0.1000], requires_grad=True)
+    """
+    ModuleProjector(module, backend).project_(radius)
+    return module

@@ -1,0 +1,213 @@
+"""Tests for ``ModuleProjector`` (a layer projected step after step) and the kernel's warm start."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from l1inf_lightning.functional import (
+    ModuleProjector,
+    l1inf_norm,
+    neuron_vectors,
+    project_module_,
+    projection_backend,
+)
+
+numba_only = pytest.mark.skipif(projection_backend(torch.ones(1, 1)) != "numba", reason="needs numba")
+LAYERS = {
+    "linear": lambda: nn.Linear(40, 12),
+    "linear-no-bias": lambda: nn.Linear(40, 12, bias=False),
+    "conv2d": lambda: nn.Conv2d(3, 6, 3),
+}
+
+
+def make_layer(name: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return LAYERS[name]().to(dtype)
+
+
+def inside_exactly(layer: nn.Module, radius: float) -> bool:
+    """Whether every stored neuron's exact L1 norm (sum of its stored values as fractions) is at most ``radius``."""
+    rows = neuron_vectors(layer).double().abs().tolist()
+    return all(sum(map(Fraction, row)) <= Fraction(radius) for row in rows)
+
+
+def bits_equal(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def sgd_like_step_(layer: nn.Module, generator: torch.Generator, size: float) -> None:
+    """What an optimizer step does to a projected layer: every entry moves a little, zeros included."""
+    with torch.no_grad():
+        for param in layer.parameters():
+            noise = torch.randn(param.shape, generator=generator, dtype=torch.float64)
+            param.add_((size * noise).to(param.dtype))
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_a_projector_step_after_step_writes_what_project_module_writes(name: str, dtype: torch.dtype) -> None:
+    # The projector keeps each neuron's threshold and starts the next projection from it (on the numba path); a
+    # fresh project_module_ starts cold. Same bits at every step, as the training loop would take them.
+    stepped, fresh = make_layer(name, dtype), make_layer(name, dtype)
+    projector = ModuleProjector(stepped)
+    generator = torch.Generator().manual_seed(1)
+    radius = 0.3 * float(neuron_vectors(stepped).float().abs().sum(dim=1).median())
+    for _ in range(25):
+        projector.project_(radius)
+        project_module_(fresh, radius)
+        assert bits_equal(stepped, fresh)
+        assert inside_exactly(stepped, radius)
+        sgd_like_step_(stepped, generator, 0.01)
+        fresh.load_state_dict(stepped.state_dict())
+
+
+@numba_only
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_kernel_from_any_start_writes_the_cold_starts_bits(dtype: type) -> None:
+    # Michelot's step from any threshold with an entry above it lands at or below theta*, so a start above, below,
+    # at or beyond every entry, or from another row's threshold, changes the passes taken, not the result.
+    from l1inf_lightning.functional import _projection_numba as kernel
+
+    rng = np.random.default_rng(3)
+    rows, fan_in = 64, 300
+    sparse = rng.standard_normal((rows, fan_in)) * (rng.random((rows, fan_in)) < 0.2)
+    for weight in (rng.standard_normal((rows, fan_in)), sparse + 1e-3 * rng.standard_normal((rows, fan_in))):
+        weight = weight.astype(dtype)
+        bias = rng.standard_normal(rows).astype(dtype)
+        radius = np.array([0.25 * float(np.median(np.abs(weight).sum(axis=1)))])
+        cold_bias, cold_weight = bias.copy(), weight.copy()
+        thetas = np.zeros(rows)
+        kernel.project_rows(cold_bias, cold_weight, True, radius, thetas)
+        largest = np.abs(np.concatenate([bias[:, None], weight], axis=1)).max(axis=1)
+        starts = [
+            thetas * (1 + 1e-9),
+            thetas * (1 - 1e-9),
+            thetas * 0.5,
+            thetas * 1.7,
+            largest,  # nothing above: a cold start
+            largest * 1e3,
+            rng.permutation(thetas),
+            np.full(rows, 1e-300),
+        ]
+        for start in starts:
+            warm_bias, warm_weight, warm_thetas = bias.copy(), weight.copy(), start.astype(np.float64)
+            kernel.project_rows(warm_bias, warm_weight, True, radius, warm_thetas)
+            assert np.array_equal(warm_weight, cold_weight) and np.array_equal(warm_bias, cold_bias)
+            assert np.array_equal(warm_thetas, thetas)
+
+
+@numba_only
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    fan_in=st.integers(1, 60),
+    density=st.floats(0.05, 1.0),
+    fraction=st.floats(0.01, 0.99),
+    start_scale=st.floats(0.0, 4.0),
+)
+def test_warm_and_cold_starts_agree_on_random_rows(
+    seed: int, fan_in: int, density: float, fraction: float, start_scale: float
+) -> None:
+    from l1inf_lightning.functional import _projection_numba as kernel
+
+    rng = np.random.default_rng(seed)
+    weight = (rng.standard_normal((8, fan_in)) * (rng.random((8, fan_in)) < density)).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    norms = np.abs(weight).sum(axis=1) + np.abs(bias)
+    radius = np.array([max(fraction * float(norms.max()), 1e-6)])
+    cold_bias, cold_weight, thetas = bias.copy(), weight.copy(), np.zeros(8)
+    kernel.project_rows(cold_bias, cold_weight, True, radius, thetas)
+    starts = start_scale * np.abs(rng.standard_normal(8)) * max(float(thetas.max()), 1e-3)
+    kernel.project_rows(bias, weight, True, radius, starts)
+    assert np.array_equal(weight, cold_weight) and np.array_equal(bias, cold_bias)
+
+
+@numba_only
+def test_the_kernel_keeps_each_projected_rows_threshold_and_leaves_inside_rows_entry() -> None:
+    from l1inf_lightning.functional import _projection_numba as kernel
+
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((6, 50))
+    weight[:2] *= 1e-3  # inside the ball
+    original = weight.copy()
+    thetas = np.full(6, 0.125)
+    kernel.project_rows(np.empty(0), weight, False, np.array([5.0]), thetas)
+    assert np.array_equal(thetas[:2], [0.125, 0.125]) and np.array_equal(weight[:2], original[:2])
+    for row, theta in zip(original[2:], thetas[2:], strict=True):
+        # theta* solves sum (|v| - theta)_+ = c; the sorted formula, in float64.
+        mu = np.sort(np.abs(row))[::-1]
+        expected = max((np.cumsum(mu) - 5.0) / np.arange(1, mu.size + 1))
+        assert theta == pytest.approx(expected, rel=1e-12)
+
+
+@numba_only
+def test_a_projector_follows_parameters_that_are_replaced() -> None:
+    layer = nn.Linear(30, 8)
+    projector = ModuleProjector(layer)
+    projector.project_(0.5)
+    # A new Parameter object, a new storage of another dtype, a module moved to float64, a half-precision module:
+    # each projection writes the parameters as they are then.
+    changes = [
+        lambda: setattr(layer, "weight", nn.Parameter(torch.randn(8, 30))),
+        lambda: setattr(layer.bias, "data", 3 * torch.randn(8)),
+        lambda: layer.to(torch.float64),
+        lambda: setattr(layer.weight, "data", torch.randn(8, 30, dtype=torch.float64).t().contiguous().t()),
+        lambda: layer.half(),
+    ]
+    for change in changes:
+        with torch.no_grad():
+            change()
+            for param in layer.parameters():
+                param.mul_(4)
+        assert float(l1inf_norm(layer)) > 0.5
+        projector.project_(0.5)
+        assert inside_exactly(layer, 0.5), change
+    assert layer.weight.dtype == torch.float16
+
+
+def test_a_projector_checks_finiteness_of_weight_and_bias() -> None:
+    layer = nn.Linear(5, 3)
+    projector = ModuleProjector(layer)
+    assert projector.all_finite()
+    with torch.no_grad():
+        layer.bias[1] = math.inf
+    assert not projector.all_finite()
+    with torch.no_grad():
+        layer.bias[1] = 0.0
+        layer.weight[2, 4] = math.nan
+    assert not projector.all_finite()
+
+
+def test_a_projector_rejects_bad_input_and_leaves_the_layer_alone() -> None:
+    with pytest.raises(TypeError, match="Expected an affine layer"):
+        ModuleProjector(nn.ReLU())
+    with pytest.raises(ValueError, match="`backend`"):
+        ModuleProjector(nn.Linear(2, 2), backend="cuda")
+    layer = nn.Linear(4, 3)
+    before = [p.detach().clone() for p in layer.parameters()]
+    projector = ModuleProjector(layer)
+    for radius in (-1.0, 0.0, math.nan, "wide"):
+        with pytest.raises(ValueError, match="radius"):
+            projector.project_(radius)
+    assert all(torch.equal(p, q) for p, q in zip(layer.parameters(), before, strict=True))
+    projector.project_(math.inf)
+    assert all(torch.equal(p, q) for p, q in zip(layer.parameters(), before, strict=True))
+    assert repr(projector) == "ModuleProjector(Linear, backend='auto')"
+
+
+def test_a_projector_takes_one_radius_per_neuron() -> None:
+    layer, reference = make_layer("linear"), make_layer("linear")
+    radii = torch.linspace(0.1, 2.0, 12)
+    ModuleProjector(layer).project_(radii)
+    project_module_(reference, radii, backend="torch")
+    norms = neuron_vectors(layer).double().abs().sum(dim=1)
+    assert bool((norms <= radii.double()).all())
+    torch.testing.assert_close(neuron_vectors(layer), neuron_vectors(reference), rtol=0, atol=1e-6)
