@@ -280,18 +280,15 @@ def all_finite(values):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def rows_finite(bias, weight, has_bias):  # pragma: no cover - compiled
-    """Whether every entry of the rows ``[bias[j], weight[j]]`` (the arguments of ``project_rows``) is finite."""
-    return all_finite(weight.reshape(-1)) and (not has_bias or all_finite(bias))
-
-
-@numba.njit(cache=True, nogil=True)
 def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - compiled
     """Project every row ``[bias[j], weight[j]]`` onto the L1 ball of ``radii[j]`` (``radii[0]`` for all), in place.
 
     ``thetas``: one float64 per row, the threshold of the row's last projection (0: none yet), where Michelot's
-    passes start and where this projection's threshold is kept (a row left inside keeps its entry); or an empty
-    array, for cold starts.
+    passes start and where the threshold this projection wrote with is kept (a row left inside keeps its entry);
+    or an empty array, for cold starts.
+
+    Returns the number of rows with a NaN or infinite entry, which are left as they are: with an infinite radius
+    nothing is written, so it is the finiteness check of the rows.
     """
     rows, fan_in = weight.shape
     d = fan_in + (1 if has_bias else 0)
@@ -301,19 +298,22 @@ def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - c
     scratch = np.empty(2 * d, np.float64)
     partials = np.empty(2200, np.float64)  # msum's non-overlapping partials span at most 2098 bits
     margin = (d + 2) * _EPS
+    nonfinite = 0
     for j in range(rows):
         radius = radii[j] if radii.shape[0] > 1 else radii[0]  # one radius per row, or one for all
         if radius == np.inf:
+            nonfinite += not (all_finite(weight[j]) and (not has_bias or all_finite(bias[j : j + 1])))
             continue
         start = thetas[j] if warm else 0.0
         total, count, kept = _load_magnitudes(bias, weight, j, has_bias, a, start)
-        if total * (1.0 + margin) <= radius or not np.isfinite(total):
-            continue  # inside the ball; non-finite rows are left as they are (the callback reports them)
+        if not np.isfinite(total):
+            nonfinite += 1  # left as it is (the callback reports it)
+            continue
+        if total * (1.0 + margin) <= radius:
+            continue  # inside the ball
         if not _exceeds_radius(a, d, radius, total, margin, scratch, partials):
             continue
         theta = max(_michelot_threshold(a, d, radius, total, buffer, start, count, kept), 0.0)
-        if warm:
-            thetas[j] = theta
         # Rounded toward zero, the row is almost always inside; the exact check settles the rest. Each miss raises
         # theta by the measured excess per nonzero entry plus a step that starts at an ulp of c and doubles.
         extra = _EPS * radius
@@ -327,3 +327,6 @@ def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - c
                 break
             theta += (max(total - radius, 0.0) + extra) / max(nonzeros, 1)
             extra *= 2.0
+        if warm:
+            thetas[j] = theta
+    return nonfinite

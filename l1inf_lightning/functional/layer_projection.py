@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from l1inf_lightning._checks import check_radius
 from l1inf_lightning.functional.norms import check_affine, load_neuron_vectors_, neuron_vectors
 from l1inf_lightning.functional.projection import (
+    _COLD,
     _NO_BIAS,
     BACKENDS,
     Backend,
@@ -22,6 +23,8 @@ from l1inf_lightning.functional.projection import (
 )
 
 __all__ = ["ModuleProjector", "project_module_"]
+
+_INFINITE = np.full(1, np.inf)
 
 
 class ModuleProjector:
@@ -79,7 +82,8 @@ class ModuleProjector:
         arrays = self._refresh()
         if arrays is None:
             return all_finite(self.module.parameters(recurse=False))
-        return bool(_numba_kernel().rows_finite(*arrays[:3]))
+        # Projected onto infinite balls, nothing is written: the kernel counts the rows with a non-finite entry.
+        return _numba_kernel().project_rows(*arrays[:3], _INFINITE, _COLD) == 0
 
     def project_(self, radius: float | Tensor) -> None:
         """Project every neuron onto the L1 ball of ``radius`` (a positive number or inf, or one per neuron)."""

@@ -63,22 +63,26 @@ def _numba_kernel() -> ModuleType | None:
 
 @functools.cache
 def _kernel_for(dtype: torch.dtype) -> ModuleType | None:
-    """The kernel for parameters of ``dtype``, once it has written one row toward zero in that dtype as it must.
+    r"""The kernel for parameters of ``dtype``, once it has projected one row toward zero in that dtype as it must.
 
     A self-test of the compiled write (the rounding mode is set by an LLVM intrinsic, whose effect the compiler does
-    not order against floating-point operations by contract): 1 shrunk by 2^-60 must be stored as the dtype's
-    predecessor of 1, not rounded back up to 1, and rounding to nearest must be back afterwards. Otherwise the torch
+    not order against floating-point operations by contract), through the kernel's own entry point, so that it
+    compiles nothing more: the row ``[1, -1, 1]`` onto the ball of radius ``3 - 4u`` (``u``: the dtype's unit
+    roundoff) has :math:`\theta = 4u/3`, and ``1 - 4u/3`` rounded toward zero is ``1 - 2u``, to nearest ``1 - u``.
+    Written toward zero, the row is inside the ball at once and the kernel keeps that theta; to nearest, it is
+    outside, and the kernel would raise theta. Rounding to nearest must also be back afterwards. Otherwise the torch
     path projects, with a warning.
     """
     kernel = _numba_kernel()
     if kernel is None or dtype not in _NUMBA_DTYPES:
         return None
     np_dtype = _NUMBA_DTYPES[dtype]
-    row = np.array([[1.0, -1.0]], np_dtype)
-    kernel._write_row(np.empty(0, np_dtype), row, 0, False, np.ones(2), 2.0**-60)
-    below_one = np.nextafter(np_dtype(1.0), np_dtype(0.0))
+    unit = float(np.finfo(np_dtype).eps) / 2
+    row, radius, thetas = np.array([[1.0, -1.0, 1.0]], np_dtype), 3.0 - 4 * unit, np.zeros(1)
+    kernel.project_rows(_NO_BIAS[np.dtype(np_dtype)], row, False, np.full(1, radius), thetas)
+    below = 1.0 - 2 * unit
     one, small = 1.0, 0.75 * _EPS64
-    if row.tolist() != [[below_one, -below_one]] or one + small != 1.0 + _EPS64:
+    if row.tolist() != [[below, -below, below]] or thetas[0] != (3.0 - radius) / 3 or one + small != 1.0 + _EPS64:
         warnings.warn(
             f"The compiled projection kernel did not round toward zero in {dtype} on this machine (numba "
             f"{kernel.numba.__version__}): the pure-torch path projects instead.",

@@ -839,11 +839,14 @@ def test_a_kernel_whose_write_does_not_round_toward_zero_is_not_used(
     kernel_choice._kernel_for.cache_clear()
     kernel = kernel_choice._numba_kernel()
 
-    def to_nearest(bias, weight, j, has_bias, a, theta):  # the same write without the rounding mode
-        weight[j] = np.copysign(np.maximum(a[: weight.shape[1]] - theta, 0.0), weight[j])
-        return 0.0, 0
+    def to_nearest(bias, weight, has_bias, radii, thetas):  # the projection written rounding to nearest
+        magnitudes = np.abs(weight.astype(np.float64))
+        theta = (magnitudes.sum(axis=1) - radii[0]) / weight.shape[1]  # the self-test's rows: every entry active
+        weight[:] = np.sign(weight) * (magnitudes - theta[:, None])
+        thetas[:] = theta
+        return 0
 
-    monkeypatch.setattr(kernel, "_write_row", to_nearest)
+    monkeypatch.setattr(kernel, "project_rows", to_nearest)
     with pytest.warns(RuntimeWarning, match="did not round toward zero"):
         assert projection_backend(random_vectors((4, 5), dtype, seed=3)) == "torch"
 
