@@ -1,0 +1,110 @@
+"""What the projection costs a new process: the first projection with compilation, the same from numba's on-disk
+cache, and what ``import l1inf_lightning`` adds to the import of the packages it builds on.
+
+Each figure is the median over fresh Python processes. The first projection is the callback's first step on the
+paper's first layer (500 -> 100, float32): the finiteness check and the projection, from ``ModuleProjector``. A
+"compiling" process gets an empty numba cache of its own (``NUMBA_CACHE_DIR``); a "cached" one the cache a compiling
+one left.
+
+    python benchmarks/startup.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+FIRST_PROJECTION = """
+import time
+from torch import nn
+from l1inf_lightning.functional import ModuleProjector, projection_backend
+layer = nn.Linear(500, 100)
+start = time.perf_counter()
+projector = ModuleProjector(layer)
+assert projector.all_finite()
+projector.project_(0.5)
+print(time.perf_counter() - start, projection_backend(layer.weight))
+"""
+IMPORT = """
+import sys, time
+start = time.perf_counter()
+import l1inf_lightning
+print(time.perf_counter() - start, "numba" in sys.modules)
+print(" ".join(name for name in sys.modules if name.split(".")[0] != "l1inf_lightning"))
+"""
+# The same modules, but for the package's own, imported in the same order.
+DEPENDENCIES = """
+import importlib, sys, time
+names = sys.stdin.read().split()
+start = time.perf_counter()
+for name in names:
+    try:
+        importlib.import_module(name)
+    except Exception:  # aliases and the like that are not importable by name
+        pass
+print(time.perf_counter() - start)
+"""
+
+
+def _run(code: str, env: dict[str, str] | None = None, stdin: str | None = None) -> list[str]:
+    process = subprocess.run(
+        [sys.executable, "-c", code], env=env, input=stdin, capture_output=True, text=True, check=True
+    )
+    first, _, rest = process.stdout.partition("\n")
+    return [*first.split(), rest]
+
+
+def first_projection_seconds(runs: int) -> dict[str, object]:
+    """Median seconds of the first projection, compiling and cached, over ``runs`` pairs of processes."""
+    compiling, cached, path = [], [], ""
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+            seconds, path, _ = _run(FIRST_PROJECTION, env)
+            compiling.append(float(seconds))
+            cached.append(float(_run(FIRST_PROJECTION, env)[0]))
+    return {"compiling": statistics.median(compiling), "cached": statistics.median(cached), "path": path}
+
+
+def import_seconds(runs: int) -> dict[str, object]:
+    """Median seconds of ``import l1inf_lightning``, and of every other module it imports without its own, in turn.
+
+    Also whether numba came in (it should not: the kernel is imported at the first projection).
+    """
+    ours, theirs, numba = [], [], False
+    for _ in range(runs):
+        seconds, imported, modules = _run(IMPORT)
+        ours.append(float(seconds))
+        numba = numba or imported == "True"
+        theirs.append(float(_run(DEPENDENCIES, stdin=modules)[0]))
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return {
+        "ours": statistics.median(ours),
+        "dependencies": statistics.median(theirs),
+        "ratio": statistics.median(ratios),
+        "numba": numba,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, object]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5, help="processes per figure (median)")
+    args = parser.parse_args(argv)
+    first, imports = first_projection_seconds(args.runs), import_seconds(args.runs)
+    print(f"\nA new process (median of {args.runs}; projection path: {first['path']})")
+    print(f"  first projection, compiling:  {first['compiling']:.3f} s")
+    print(f"  first projection, cached:     {first['cached']:.3f} s")
+    print(
+        f"  import l1inf_lightning:       {imports['ours']:.3f} s; the modules it imports, without its own,"
+        f" {imports['dependencies']:.3f} s ({imports['ratio']:.3f}x, paired); numba imported: "
+        f"{'yes' if imports['numba'] else 'no'}"
+    )
+    return {"first": first, "import": imports}
+
+
+if __name__ == "__main__":
+    main()
