@@ -33,8 +33,10 @@ _TINY = float(np.finfo(np.float64).smallest_subnormal)
 # Sums of magnitudes may be reassociated (SIMD): their error bound below holds for any order of summation.
 _REASSOC = {"reassoc"}
 _I32 = ir.IntType(32)
-# Michelot passes over the whole row before the survivors are compacted (one compacting pass costs about eight).
+# Michelot passes over the whole row before the survivors are compacted (one compacting pass costs about eight)...
 _FULL_PASSES = 8
+# ... unless the row's float64 magnitudes overflow the first-level cache (16 KiB): then as soon as half are gone.
+_CACHED_ROW = 2048
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
@@ -205,6 +207,8 @@ def _michelot_threshold(a, d, radius, total, buffer, start, count, kept):  # pra
         count = active
         # Rounding may nudge theta down; keeping it monotone keeps the active sets nested, so the loop ends.
         theta = max(theta, (kept - radius) / count)
+        if d > _CACHED_ROW and 2 * count < d:
+            break  # a row beyond the first-level cache: its survivors are worth compacting once half are gone
     n, kept = _keep_above(a, d, theta, buffer)  # everything else is at or below theta from now on
     count = n
     while n > 0:  # n == 0: theta rounded up to the largest entry (a radius far below an ulp of it)
