@@ -97,3 +97,14 @@ def test_make_bench_prints_every_goal_measured_in_one_table(monkeypatch, capsys)
         ), what
     assert "QUICK: not a measurement" in out
     assert ("not measured (no GPU)" in out) == (not torch.cuda.is_available())
+
+
+def test_step_overhead_times_the_callbacks_projection_in_a_plain_loop(monkeypatch, capsys) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    step_overhead = importlib.import_module("step_overhead")
+    try:
+        result = step_overhead.main(["--steps", "20"])
+    finally:
+        sys.modules.pop("step_overhead", None)
+    assert result["projection_us"] > 0 and result["step_us"] > 0 and result["ratio"] > 1.0
+    assert "paper MLP, batch 50, c = 1, 20 steps" in capsys.readouterr().out
