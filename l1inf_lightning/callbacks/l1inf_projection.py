@@ -162,9 +162,9 @@ class L1InfProjection(Callback):
         self._warned: set[str] = set()
         # GPU steps' finiteness checks on their way to the host: (flag, its event, the layers, steps before it).
         self._pending_checks: deque[tuple[Tensor, Any, dict[str, tuple[nn.Module, float]], int]] = deque()
-        # Per set of layers projected together (by id, with the set kept alive): their projectors, which work out
-        # the kernel's arrays once, not at every step; their parameters; their GPU.
-        self._plans: dict[int, tuple[dict[str, tuple[nn.Module, float]], list[ModuleProjector], list[Tensor], Any]] = {}
+        # Per set of layers projected together (by id, with the set kept alive during the fit): their projectors,
+        # which work out the kernel's arrays once, not at every step.
+        self._plans: dict[int, tuple[dict[str, tuple[nn.Module, float]], list[ModuleProjector]]] = {}
 
     def __repr__(self) -> str:
         mode = "" if self.mode == "exact" else f", mode={self.mode!r}, anneal={self.anneal}"
@@ -396,7 +396,11 @@ class L1InfProjection(Callback):
         # and the GPU check below take it themselves.
         if not layers:
             return
-        projectors, parameters, device = self._projection_plan(layers)
+        projectors = self._projectors_for(layers)
+        device = None
+        if not all(projector.compiled() for projector in projectors):
+            parameters = [p for module, _ in layers.values() for p in module.parameters(recurse=False)]
+            device = next((p.device for p in parameters if p.is_cuda), None)
         if device is not None:
             # Asking the GPU whether the weights are finite would stall the training loop at every step: each step's
             # answer is copied to the host without waiting, and read at a later step once it has arrived (all of
@@ -418,17 +422,12 @@ class L1InfProjection(Callback):
             # In place, bias and weight where they are; stored rows end inside the ball in their own dtype.
             projector.project_(self._radius_at(radius, step))
 
-    def _projection_plan(
-        self, layers: dict[str, tuple[nn.Module, float]]
-    ) -> tuple[list[ModuleProjector], list[Tensor], torch.device | None]:
-        """The layers' projectors, their parameters and their GPU (None on CPU), worked out once per fit."""
+    def _projectors_for(self, layers: dict[str, tuple[nn.Module, float]]) -> list[ModuleProjector]:
+        """The layers' projectors, made once per fit (each refreshes itself when its layer's parameters change)."""
         plan = self._plans.get(id(layers))
         if plan is None or plan[0] is not layers:
-            projectors = [ModuleProjector(module) for module, _ in layers.values()]
-            parameters = [p for module, _ in layers.values() for p in module.parameters(recurse=False)]
-            device = next((p.device for p in parameters if p.is_cuda), None)
-            plan = self._plans[id(layers)] = (layers, projectors, parameters, device)
-        return plan[1:]
+            plan = self._plans[id(layers)] = (layers, [ModuleProjector(module) for module, _ in layers.values()])
+        return plan[1]
 
     def _raise_if_not_finite(self, wait: bool) -> None:
         """Read the GPU steps' finiteness checks that have arrived, oldest first, and raise at the first that failed.
@@ -462,11 +461,13 @@ class L1InfProjection(Callback):
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._remove_hooks()
+        self._plans = {}  # the projectors' arrays would keep the parameters' storage alive
         self._raise_if_not_finite(wait=True)
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._remove_hooks()
+        self._plans = {}
         self._pending_checks.clear()
 
     @override

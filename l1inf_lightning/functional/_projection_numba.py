@@ -310,8 +310,8 @@ def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - c
             continue
         start = thetas[j] if warm else 0.0
         total, count, kept = _load_magnitudes(bias, weight, j, has_bias, a, start)
-        if not np.isfinite(total):
-            nonfinite += 1  # left as it is (the callback reports it)
+        if not np.isfinite(total):  # left as it is (the callback reports it)
+            nonfinite += not (all_finite(weight[j]) and (not has_bias or all_finite(bias[j : j + 1])))
             continue
         if total * (1.0 + margin) <= radius:
             continue  # inside the ball

@@ -33,7 +33,10 @@ class ModuleProjector:
     :func:`project_module_` works out on every call how to project a layer (the path; on the numba path, the
     parameters as arrays the kernel reads and writes where they are). A projector works it out once and again only
     when the layer's parameters change (other tensors, storage, shape, dtype, device or layout), so a step costs the
-    kernel and a few microseconds of Python. Both give the same result, bit for bit.
+    kernel and a few microseconds of Python. On the numba path it also keeps each neuron's threshold, where the next
+    projection's search starts. Both give the same result, bit for bit, except where a neuron's threshold equals one
+    of its entries: the two searches may then end on the active sets with and without that entry, whose thresholds
+    agree exactly but round apart, and the written rows differ by an ulp (both inside the ball).
 
     Args:
         module: An ``nn.Linear`` or ``nn.Conv1d/2d/3d``.
@@ -76,6 +79,10 @@ class ModuleProjector:
             self._arrays = _kernel_arrays(weight, bias, self.backend)
             self._key = key
         return self._arrays
+
+    def compiled(self) -> bool:
+        """Whether the compiled kernel projects the layer in place (else the torch path, on a copy of its rows)."""
+        return self._refresh() is not None
 
     def all_finite(self) -> bool:
         """Whether every weight and bias entry of the layer is finite (one compiled pass each on the numba path)."""

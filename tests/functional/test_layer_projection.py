@@ -211,3 +211,33 @@ def test_a_projector_takes_one_radius_per_neuron() -> None:
     norms = neuron_vectors(layer).double().abs().sum(dim=1)
     assert bool((norms <= radii.double()).all())
     torch.testing.assert_close(neuron_vectors(layer), neuron_vectors(reference), rtol=0, atol=1e-6)
+
+
+@numba_only
+def test_a_threshold_on_an_entry_may_round_an_ulp_apart_from_a_cold_start_and_stays_inside() -> None:
+    # theta* = 0.2 is an entry of the row: the active sets with and without the tied entries give the same threshold
+    # in exact arithmetic and round apart; warm and cold starts may end on either.
+    row = [[0.4, 0.3, 0.2, 0.4, 0.1, 0.2, 0.2]]
+    layer = nn.Linear(7, 1, bias=False, dtype=torch.float64)
+    projector = ModuleProjector(layer)
+    for _ in range(2):
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor(row, dtype=torch.float64))
+        projector.project_(0.5)
+        assert inside_exactly(layer, 0.5)
+        expected = torch.tensor([[0.2, 0.1, 0.0, 0.2, 0.0, 0.0, 0.0]], dtype=torch.float64)
+        torch.testing.assert_close(layer.weight.detach(), expected, rtol=0, atol=4 * torch.finfo(torch.float64).eps)
+
+
+@numba_only
+def test_the_kernel_counts_rows_with_a_non_finite_entry_and_leaves_them() -> None:
+    from l1inf_lightning.functional import _projection_numba as kernel
+
+    weight = np.array([[1.0, math.nan, 2.0], [3.0, 4.0, 5.0], [1e308, 1e308, 1.0], [math.inf, 0.0, 0.0]])
+    original = weight.copy()
+    for radius in (1.0, math.inf):
+        weight[:] = original
+        # The third row's sum overflows float64 but its entries are finite: it is not counted.
+        assert kernel.project_rows(np.empty(0), weight, False, np.array([radius]), np.empty(0)) == 2
+        assert np.array_equal(weight[[0, 3]], original[[0, 3]], equal_nan=True)
+    assert np.array_equal(weight, original, equal_nan=True)  # an infinite radius writes nothing
