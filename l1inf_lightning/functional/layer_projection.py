@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from l1inf_lightning._checks import check_radius
 from l1inf_lightning.functional.norms import check_affine, load_neuron_vectors_, neuron_vectors
 from l1inf_lightning.functional.projection import (
     _COLD,
@@ -16,6 +15,7 @@ from l1inf_lightning.functional.projection import (
     BACKENDS,
     Backend,
     _numba_kernel,
+    _project_arrays_,
     _radii,
     all_finite,
     project_l1_ball_,
@@ -96,10 +96,10 @@ class ModuleProjector:
         """Project every neuron onto the L1 ball of ``radius`` (a positive number or inf, or one per neuron)."""
         arrays = self._refresh()
         if arrays is not None:
-            if type(radius) is float and 0.0 < radius < math.inf:  # the callback's case, at every step: no checks
-                arrays[3][0] = radius
-                _numba_kernel().project_rows(*arrays)
-            else:
+            # A positive finite float (the callback's radius, at every step) needs no checks.
+            if type(radius) is not float or not 0.0 < radius < math.inf:
+                radius = _radii(torch.from_numpy(arrays[1]), radius)  # checked; None for an infinite radius
+            if radius is not None:
                 _project_arrays_(arrays, radius)
             return
         # Anything else (CUDA, half precision, channels-last weights): the rows as a copy in the stored dtype, so
@@ -124,20 +124,6 @@ def _kernel_arrays(weight: Tensor, bias: Tensor | None, backend: Backend) -> tup
     bias_array = _NO_BIAS[rows.dtype] if bias is None else bias.detach().numpy()
     # Each neuron's last threshold, where the next projection's passes start (0: none yet).
     return bias_array, rows, bias is not None, np.ones(1), np.zeros(rows.shape[0])
-
-
-def _project_arrays_(arrays: tuple, radius: float | Tensor) -> None:
-    """Run the kernel on the rows ``[bias[j], weight[j]]`` of ``arrays``, in place (one radius, or one per row)."""
-    bias, rows, has_bias, radius_array, thetas = arrays
-    if isinstance(radius, Tensor) and radius.numel() != 1:
-        radius_array = _radii(torch.from_numpy(rows), radius).numpy()
-    else:
-        value = check_radius(radius)
-        if math.isinf(value):
-            return
-        radius_array[0] = value  # one radius for every row: the kernel broadcasts a 1-element array
-    if rows.size:
-        _numba_kernel().project_rows(bias, rows, has_bias, radius_array, thetas)
 
 
 @torch.no_grad()

@@ -251,15 +251,20 @@ def _per_row(vectors: Tensor, radii: float | Tensor) -> Tensor:
     return torch.full((vectors.shape[0],), radii, device=vectors.device, dtype=torch.float64)
 
 
-def _project_numba_(bias: Tensor | None, weight: Tensor, radii: float | Tensor) -> None:
-    """Run the compiled kernel on rows ``[bias[j], weight[j]]`` (weight 2-D), in place."""
-    kernel = _numba_kernel()
-    assert kernel is not None  # projection_backend chose this path
-    weight_array = weight.detach().numpy()
-    bias_array = _NO_BIAS[weight_array.dtype] if bias is None else bias.detach().numpy()
-    # One radius for every row is passed as a 1-element array (the kernel broadcasts it).
-    radius_array = radii.numpy() if isinstance(radii, Tensor) else np.full(1, radii)
-    kernel.project_rows(bias_array, weight_array, bias is not None, radius_array, _COLD)
+def _project_arrays_(arrays: tuple, radii: float | Tensor) -> None:
+    """Run the compiled kernel on the rows ``[bias[j], weight[j]]`` of ``arrays``, in place.
+
+    ``arrays``: ``(bias, rows, has bias, 1-element radius array, thresholds)``, as ``ModuleProjector`` keeps them;
+    ``radii``: checked and finite, one radius (the kernel broadcasts the 1-element array) or a float64 CPU tensor
+    with one per row.
+    """
+    bias, rows, has_bias, radius_array, thetas = arrays
+    if isinstance(radii, Tensor):
+        radius_array = radii.numpy()
+    else:
+        radius_array[0] = radii
+    if rows.size:
+        _numba_kernel().project_rows(bias, rows, has_bias, radius_array, thetas)
 
 
 def all_finite(tensors: Iterable[Tensor]) -> bool:
@@ -316,7 +321,8 @@ def project_l1_ball_(vectors: Tensor, radius: float | Tensor, backend: Backend =
     if radii is None or vectors.numel() == 0:
         return vectors
     if path == "numba":
-        _project_numba_(None, vectors, radii)
+        rows = vectors.detach().numpy()
+        _project_arrays_((_NO_BIAS[rows.dtype], rows, False, np.ones(1), _COLD), radii)
         return vectors
     radii = _per_row(vectors, radii)
     # On CPU, blocks of rows small enough to stay in cache: the torch path makes several passes over |v|.
