@@ -59,8 +59,8 @@ class ModuleProjector:
         self.module = module
         self.backend = backend
         self._key: tuple | None = None
-        # On the numba path: the bias (or a shared empty array), the weight's rows, whether there is a bias, and a
-        # 1-element radius array; None where the torch path projects.
+        # On the numba path: the bias (or a shared empty array), the weight's rows, whether there is a bias, a
+        # 1-element radius array and each neuron's last threshold (see `_kernel_arrays`); None on the torch path.
         self._arrays: tuple | None = None
 
     def __repr__(self) -> str:
@@ -85,7 +85,7 @@ class ModuleProjector:
         return self._refresh() is not None
 
     def all_finite(self) -> bool:
-        """Whether every weight and bias entry of the layer is finite (one compiled pass each on the numba path)."""
+        """Whether every weight and bias entry of the layer is finite (one kernel call on the numba path)."""
         arrays = self._refresh()
         if arrays is None:
             return all_finite(self.module.parameters(recurse=False))
