@@ -125,13 +125,18 @@ def stop_while_a_run_is_in_flight(args: list[str], signum: int, cwd: Path) -> di
     try:
         deadline = time.monotonic() + 240
         running_since: dict[str, float] = {}
+        first_recorded: float | None = None
         while process.poll() is None and time.monotonic() < deadline:
             recorded = files(output / "results", ".json")
             running = files(output / "console", ".log") - recorded
+            now = time.monotonic()
+            if recorded and first_recorded is None:
+                first_recorded = now
             for run_id in running:
-                running_since.setdefault(run_id, time.monotonic())
-            # One run stored, another running for a while: not one that started with the first and ends with it.
-            if recorded and any(time.monotonic() - running_since[run_id] > 0.3 for run_id in running):
+                running_since.setdefault(run_id, now)
+            # One run stored, and another seen starting after it: that one has its whole run ahead of it (not one
+            # that started with the first and ends with it; a tiny run here takes well under a second).
+            if first_recorded is not None and any(running_since[run_id] > first_recorded for run_id in running):
                 break
             time.sleep(0.02)
         assert process.poll() is None, "the sweep ended before it could be interrupted"
