@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -c "import torch, torchvision, lightning; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	@# The projection kernel compiled now (a few seconds), into its cache: a first projection then loads it in ms.
+	$(BIN)/python -c "from l1inf_lightning.functional import compile_kernel; print('projection path by dtype:', {str(k): v for k, v in compile_kernel().items()})"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,10 +1,10 @@
-"""What the projection costs a new process: the first projection with compilation, the same from numba's on-disk
-cache, and what ``import l1inf_lightning`` adds to the import of the packages it builds on.
+"""What the projection costs a new process: the first projection with compilation, the same from the cached object
+code, and what ``import l1inf_lightning`` adds to the import of the packages it builds on.
 
 Each figure is the median over fresh Python processes. The first projection is the callback's first step on the
 paper's first layer (500 -> 100, float32): the finiteness check and the projection, from ``ModuleProjector``. A
-"compiling" process gets an empty numba cache of its own (``NUMBA_CACHE_DIR``); a "cached" one the cache a compiling
-one left.
+"compiling" process gets an empty cache of its own (``L1INF_CACHE_DIR`` for the kernel's object code, and
+``NUMBA_CACHE_DIR``); a "cached" one the cache a compiling one left, from which it loads the kernel without numba.
 
     python benchmarks/startup.py [--runs 5]
 """
@@ -19,7 +19,7 @@ import sys
 import tempfile
 
 FIRST_PROJECTION = """
-import time
+import sys, time
 from torch import nn
 from l1inf_lightning.functional import ModuleProjector, projection_backend
 layer = nn.Linear(500, 100)
@@ -27,7 +27,7 @@ start = time.perf_counter()
 projector = ModuleProjector(layer)
 assert projector.all_finite()
 projector.project_(0.5)
-print(time.perf_counter() - start, projection_backend(layer.weight))
+print(time.perf_counter() - start, projection_backend(layer.weight), "numba" in sys.modules)
 """
 IMPORT = """
 import sys, time
@@ -60,14 +60,21 @@ def _run(code: str, env: dict[str, str] | None = None, stdin: str | None = None)
 
 def first_projection_seconds(runs: int) -> dict[str, object]:
     """Median seconds of the first projection, compiling and cached, over ``runs`` pairs of processes."""
-    compiling, cached, path = [], [], ""
+    compiling, cached, path, numba = [], [], "", False
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as cache:
-            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-            seconds, path, _ = _run(FIRST_PROJECTION, env)
+            env = {**os.environ, "L1INF_CACHE_DIR": cache, "NUMBA_CACHE_DIR": cache}
+            seconds, path, _, _ = _run(FIRST_PROJECTION, env)
             compiling.append(float(seconds))
-            cached.append(float(_run(FIRST_PROJECTION, env)[0]))
-    return {"compiling": statistics.median(compiling), "cached": statistics.median(cached), "path": path}
+            seconds, _, imported, _ = _run(FIRST_PROJECTION, env)
+            cached.append(float(seconds))
+            numba = numba or imported == "True"
+    return {
+        "compiling": statistics.median(compiling),
+        "cached": statistics.median(cached),
+        "path": path,
+        "cached_numba": numba,
+    }
 
 
 def import_seconds(runs: int) -> dict[str, object]:
@@ -97,7 +104,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, object]]:
     first, imports = first_projection_seconds(args.runs), import_seconds(args.runs)
     print(f"\nA new process (median of {args.runs}; projection path: {first['path']})")
     print(f"  first projection, compiling:  {first['compiling']:.3f} s")
-    print(f"  first projection, cached:     {first['cached']:.3f} s")
+    print(
+        f"  first projection, cached:     {first['cached']:.3f} s; numba imported: "
+        f"{'yes' if first['cached_numba'] else 'no'}"
+    )
     print(
         f"  import l1inf_lightning:       {imports['ours']:.3f} s; the modules it imports, without its own,"
         f" {imports['dependencies']:.3f} s ({imports['ratio']:.3f}x, paired); numba imported: "

@@ -15,12 +15,13 @@ One neuron at a time, in place, on the stored parameters (float32 or float64; th
    :math:`\theta` is raised and the row written again until the stored row's exact L1 norm is at most :math:`c`
    (issue 13, item 2). Float32 rows almost never need it.
 
-This module imports numba; ``projection.py`` imports it only on the first projection that takes this path.
+This module imports numba; ``_compiled_kernel`` imports it only to compile the kernel (a new process loads the
+compiled kernel from its cache without numba). For a short compilation the helpers have no Python wrapper, and the
+code uses conditional expressions where ``max``/``min`` would be: their first use makes numba compile its generic
+implementations (0.2 s).
 """
 
 from __future__ import annotations
-
-import math
 
 import numba
 import numpy as np
@@ -37,9 +38,16 @@ _I32 = ir.IntType(32)
 _FULL_PASSES = 8
 # ... unless the row's float64 magnitudes overflow the first-level cache (16 KiB): then as soon as half are gone.
 _CACHED_ROW = 2048
+# Functions called from compiled code alone have no Python wrapper (a shorter compilation): calling one from
+# Python crashes the interpreter. The entry points, and the helpers the tests call, have theirs. No function raises
+# (numpy's error model: a float division by zero gives inf or NaN), so the kernel needs no exception handling.
+_CALLABLE = {"nogil": True, "error_model": "numpy"}
+_INNER = {**_CALLABLE, "no_cpython_wrapper": True}
+# Shewchuk's non-overlapping partials of float64 numbers span at most 2098 bits: fewer than this many partials.
+_PARTIALS = 2200
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+@numba.njit(**_INNER, fastmath=_REASSOC)
 def _load_magnitudes(bias, weight, j, has_bias, a, start):  # pragma: no cover - compiled
     """``a[:d] = |[bias[j], weight[j]]|`` in float64.
 
@@ -68,7 +76,7 @@ def _load_magnitudes(bias, weight, j, has_bias, a, start):  # pragma: no cover -
     return total, count, kept
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**_INNER)
 def _exceeds(a, d, radius, partials):  # pragma: no cover - compiled
     """Whether the exact sum of ``a[:d]`` exceeds ``radius``: Shewchuk's msum (Python's ``math.fsum``).
 
@@ -97,46 +105,56 @@ def _exceeds(a, d, radius, partials):  # pragma: no cover - compiled
     return False
 
 
-@numba.njit(cache=True, nogil=True)
-def _split(values, n, sigma, high, low):  # pragma: no cover - compiled
-    """Rump's ExtractVector: ``values[i] == high[i] + low[i]`` exactly, ``high[i]`` on the grid of ulp(``sigma``).
+@intrinsic
+def _bits(typingctx, value):  # pragma: no cover - compiled
+    """The bits of a float64, as an int64."""
 
-    For a power of two ``sigma`` at least every ``values[i] >= 0``: ``|low[i]| <= eps sigma`` (Rump, Ogita and
-    Oishi, SIAM J. Sci. Comput. 31, 2008, Lemma 3.2). No fastmath here: reassociation would cancel ``sigma``.
-    """
-    for i in range(n):
-        high[i] = (sigma + values[i]) - sigma
-        low[i] = values[i] - high[i]
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
-def _sum(values, n):  # pragma: no cover - compiled
-    """The (any-order) float64 sum of ``values[:n]``; vectorizes."""
-    total = 0.0
-    for i in range(n):
-        total += values[i]
-    return total
+@intrinsic
+def _from_bits(typingctx, bits):  # pragma: no cover - compiled
+    """The float64 with these bits."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
 
 
-@numba.njit(cache=True, nogil=True)
-def _exceeds_radius(values, n, radius, total, margin, scratch, partials):  # pragma: no cover - compiled
+@numba.njit(**_CALLABLE)
+def _exceeds_radius(values, n, radius, total, margin, partials):  # pragma: no cover - compiled
     r"""Whether the exact sum of ``values[:n] >= 0`` exceeds ``radius``, given their float64 sum ``total``.
 
-    ``total (1 \pm margin)`` brackets the exact sum; within that bracket of ``radius``, the row is split on the grid of
-    a power of two ``sigma`` above the sum (``_split``): the high parts sum exactly in any order (multiples of
-    ulp(sigma) below 2 sigma), their difference with ``radius`` is exact (Sterbenz), and the low parts' sum is off by
-    at most ``n^2 eps^2 sigma`` (plus underflow). Only a sum within that of ``radius`` takes Shewchuk's exact sum.
+    ``total (1 \pm margin)`` brackets the exact sum; within that bracket of ``radius``, each value is split on the grid
+    of a power of two ``sigma`` above the sum, ``values[i] == high + low`` exactly (Rump's ExtractVector: for values
+    at least 0, ``|low| <= eps sigma``; Rump, Ogita and Oishi, SIAM J. Sci. Comput. 31, 2008, Lemma 3.2; no fastmath
+    here, reassociation would cancel ``sigma``): the high parts sum exactly (multiples of ulp(sigma) below 2 sigma),
+    their difference with ``radius`` is exact (Sterbenz), and the low parts' sum is off by at most
+    ``n^2 eps^2 sigma`` (plus underflow). Only a sum within that of ``radius`` takes Shewchuk's exact sum.
     """
     upper = total * (1.0 + margin)
     if upper <= radius:
         return False
     if total * (1.0 - margin) > radius:
         return True
-    sigma = math.ldexp(1.0, math.frexp(upper * (1.0 + 2.0 * _EPS))[1])
+    # sigma = ldexp(1, frexp(x)[1]), the least power of two above x, from the exponent bits of x: 2^-1021 below
+    # that, inf from 2^1023 (no call to numba's frexp and ldexp helpers, which live in its runtime).
+    exponent = _bits(upper * (1.0 + 2.0 * _EPS)) >> 52  # the biased exponent: 2^(exponent - 1023) <= x
+    exponent = 1 if exponent < 1 else 2046 if exponent > 2046 else exponent
+    sigma = _from_bits((exponent + 1) << 52)
     if not np.isfinite(sigma):
         return _exceeds(values, n, radius, partials)
-    _split(values, n, sigma, scratch[:n], scratch[n : 2 * n])
-    gap = (_sum(scratch[:n], n) - radius) + _sum(scratch[n : 2 * n], n)
+    high_sum = 0.0
+    low_sum = 0.0
+    for i in range(n):
+        high = (sigma + values[i]) - sigma
+        high_sum += high
+        low_sum += values[i] - high
+    gap = (high_sum - radius) + low_sum
     bound = n * n * _EPS * _EPS * sigma + n * _TINY + 2.0 * _EPS * abs(gap)
     if gap > bound:
         return True
@@ -145,7 +163,7 @@ def _exceeds_radius(values, n, radius, total, margin, scratch, partials):  # pra
     return _exceeds(values, n, radius, partials)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+@numba.njit(**_INNER, fastmath=_REASSOC)
 def _keep_above(source, n, theta, target):  # pragma: no cover - compiled
     """Copy the entries of ``source[:n]`` above ``theta`` to the front of ``target`` (may be ``source``).
 
@@ -162,7 +180,7 @@ def _keep_above(source, n, theta, target):  # pragma: no cover - compiled
     return count, total
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+@numba.njit(**_INNER, fastmath=_REASSOC)
 def _sum_above(values, n, theta):  # pragma: no cover - compiled
     """Count and (any-order) sum of the entries of ``values[:n]`` above ``theta``; vectorizes."""
     count = 0
@@ -175,7 +193,7 @@ def _sum_above(values, n, theta):  # pragma: no cover - compiled
     return count, total
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**_INNER)
 def _michelot_threshold(a, d, radius, total, buffer, start, count, kept):  # pragma: no cover - compiled
     r"""Michelot's (1986) fixed point :math:`\theta \leftarrow (\sum_{a_p > \theta} a_p - c) / \#\{a_p > \theta\}`.
 
@@ -206,13 +224,15 @@ def _michelot_threshold(a, d, radius, total, buffer, start, count, kept):  # pra
             return (kept - radius) / active
         count = active
         # Rounding may nudge theta down; keeping it monotone keeps the active sets nested, so the loop ends.
-        theta = max(theta, (kept - radius) / count)
+        step = (kept - radius) / count
+        theta = step if step > theta else theta
         if d > _CACHED_ROW and 2 * count < d:
             break  # a row beyond the first-level cache: its survivors are worth compacting once half are gone
     n, kept = _keep_above(a, d, theta, buffer)  # everything else is at or below theta from now on
     count = n
     while n > 0:  # n == 0: theta rounded up to the largest entry (a radius far below an ulp of it)
-        theta = max(theta, (kept - radius) / count)
+        step = (kept - radius) / count
+        theta = step if step > theta else theta
         active, kept = _sum_above(buffer, n, theta)
         if active == count or active == 0:
             break
@@ -239,7 +259,7 @@ def _set_rounding(typingctx, mode):  # pragma: no cover - compiled
     return types.none(mode), codegen
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+@numba.njit(**_INNER, fastmath=_REASSOC)
 def _write_shrunk(values, magnitudes, theta):  # pragma: no cover - compiled
     r"""``values[i] = sign(values[i]) * (magnitudes[i] - theta)_+`` in the array's dtype; run in rounding toward zero.
 
@@ -257,7 +277,7 @@ def _write_shrunk(values, magnitudes, theta):  # pragma: no cover - compiled
     return total
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**_CALLABLE)
 def _write_row(bias, weight, j, has_bias, a, theta):  # pragma: no cover - compiled
     """Write row ``j`` shrunk by ``theta`` (``_write_shrunk`` under rounding toward zero); returns its sum."""
     offset = 0
@@ -271,7 +291,7 @@ def _write_row(bias, weight, j, has_bias, a, theta):  # pragma: no cover - compi
     return total
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+@numba.njit(**_INNER, fastmath=_REASSOC)
 def all_finite(values):  # pragma: no cover - compiled
     """Whether every entry of the 1-D ``values`` is finite.
 
@@ -283,7 +303,7 @@ def all_finite(values):  # pragma: no cover - compiled
     return total == 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**_CALLABLE)
 def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - compiled
     """Project every row ``[bias[j], weight[j]]`` onto the L1 ball of ``radii[j]`` (``radii[0]`` for all), in place.
 
@@ -293,14 +313,23 @@ def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - c
 
     Returns the number of rows with a NaN or infinite entry, which are left as they are: with an infinite radius
     nothing is written, so it is the finiteness check of the rows.
+
+    This entry takes arrays of any layout (numba's dispatcher); ``kernel_object`` compiles the same kernel for
+    pointers, into the object code that ``_compiled_kernel`` caches and loads without numba.
     """
+    d = weight.shape[1] + (1 if has_bias else 0)
+    return _project_rows(bias, weight, has_bias, radii, thetas, np.empty(3 * d + _PARTIALS, np.float64))
+
+
+@numba.njit(**_INNER)
+def _project_rows(bias, weight, has_bias, radii, thetas, work):  # pragma: no cover - compiled
+    """``project_rows`` in the caller's float64 scratch ``work`` (``3 d + _PARTIALS`` entries): allocates nothing."""
     rows, fan_in = weight.shape
     d = fan_in + (1 if has_bias else 0)
     warm = thetas.shape[0] == rows
-    a = np.empty(d, np.float64)
-    buffer = np.empty(2 * d, np.float64)
-    scratch = np.empty(2 * d, np.float64)
-    partials = np.empty(2200, np.float64)  # msum's non-overlapping partials span at most 2098 bits
+    a = work[:d]
+    buffer = work[d : 3 * d]
+    partials = work[3 * d : 3 * d + _PARTIALS]
     margin = (d + 2) * _EPS
     nonfinite = 0
     for j in range(rows):
@@ -315,9 +344,10 @@ def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - c
             continue
         if total * (1.0 + margin) <= radius:
             continue  # inside the ball
-        if not _exceeds_radius(a, d, radius, total, margin, scratch, partials):
+        if not _exceeds_radius(a, d, radius, total, margin, partials):
             continue
-        theta = max(_michelot_threshold(a, d, radius, total, buffer, start, count, kept), 0.0)
+        theta = _michelot_threshold(a, d, radius, total, buffer, start, count, kept)
+        theta = 0.0 if 0.0 > theta else theta
         # Rounded toward zero, the row is almost always inside; the exact check settles the rest. Each miss raises
         # theta by the measured excess per nonzero entry plus a step that starts at an ulp of c and doubles.
         extra = _EPS * radius
@@ -327,10 +357,38 @@ def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - c
             if total * (1.0 + margin) <= radius:
                 break
             stored, nonzeros, _ = _load_magnitudes(bias, weight, j, has_bias, buffer, 0.0)
-            if not _exceeds_radius(buffer, d, radius, stored, margin, scratch, partials):
+            if not _exceeds_radius(buffer, d, radius, stored, margin, partials):
                 break
-            theta += (max(total - radius, 0.0) + extra) / max(nonzeros, 1)
+            excess = total - radius if total > radius else 0.0
+            theta += (excess + extra) / (nonzeros if nonzeros > 1 else 1)
             extra *= 2.0
         if warm:
             thetas[j] = theta
     return nonfinite
+
+
+def _project_pointers(bias, weight, rows, fan_in, has_bias, radii, n_radii, thetas, n_thetas, work):
+    """``_project_rows`` on C-contiguous arrays given as pointers and sizes (compiled by ``pointer_entry``)."""
+    d = fan_in + (1 if has_bias else 0)
+    return _project_rows(
+        numba.carray(bias, (rows if has_bias else 0,)),
+        numba.carray(weight, (rows, fan_in)),
+        has_bias != 0,
+        numba.carray(radii, (n_radii,)),
+        numba.carray(thetas, (n_thetas,)),
+        numba.carray(work, (3 * d + _PARTIALS,)),
+    )
+
+
+def pointer_entry(dtype: np.dtype) -> numba.core.ccallback.CFunc:
+    """``project_rows`` for ``dtype`` rows, compiled as a C function of pointers (``_project_pointers``).
+
+    Its arguments: bias, weight (``rows x fan_in``, C order), rows, fan_in, has_bias (0/1), radii (float64) and
+    their count, thetas (float64) and their count (0 or rows), and ``3 d + _PARTIALS`` float64 of scratch; it returns
+    the count of rows with a non-finite entry. ``_compiled_kernel`` turns it into the object code it caches.
+    """
+    element = types.CPointer(numba.from_dtype(np.dtype(dtype)))
+    real = types.CPointer(types.float64)
+    size = types.int64
+    signature = size(element, element, size, size, size, real, size, real, size, real)
+    return numba.cfunc(signature, nogil=True, error_model="numpy")(_project_pointers)

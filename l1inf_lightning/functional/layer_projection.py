@@ -10,11 +10,12 @@ from torch import Tensor, nn
 
 from l1inf_lightning.functional.norms import check_affine, load_neuron_vectors_, neuron_vectors
 from l1inf_lightning.functional.projection import (
-    _COLD,
     _NO_BIAS,
     BACKENDS,
     Backend,
-    _numba_kernel,
+    KernelArrays,
+    _kernel_arrays,
+    _nonfinite_rows,
     _project_arrays_,
     _radii,
     all_finite,
@@ -23,8 +24,6 @@ from l1inf_lightning.functional.projection import (
 )
 
 __all__ = ["ModuleProjector", "project_module_"]
-
-_INFINITE = np.full(1, np.inf)
 
 
 class ModuleProjector:
@@ -59,14 +58,13 @@ class ModuleProjector:
         self.module = module
         self.backend = backend
         self._key: tuple | None = None
-        # On the numba path: the bias (or a shared empty array), the weight's rows, whether there is a bias, a
-        # 1-element radius array and each neuron's last threshold (see `_kernel_arrays`); None on the torch path.
-        self._arrays: tuple | None = None
+        # On the numba path: the kernel's arrays and bound calls (see `_layer_arrays`); None on the torch path.
+        self._arrays: KernelArrays | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.module).__name__}, backend={self.backend!r})"
 
-    def _refresh(self) -> tuple | None:
+    def _refresh(self) -> KernelArrays | None:
         """The kernel's arrays for the parameters as they are now (rebuilt if they changed), or None."""
         # The registered parameters, read without nn.Module.__getattr__ (a microsecond each, at every step).
         parameters = self.module._parameters
@@ -76,7 +74,7 @@ class ModuleProjector:
         if bias is not None:
             key += (id(bias), bias.data_ptr(), bias.shape, bias.stride(), bias.dtype)
         if key != self._key:
-            self._arrays = _kernel_arrays(weight, bias, self.backend)
+            self._arrays = _layer_arrays(weight, bias, self.backend)
             self._key = key
         return self._arrays
 
@@ -89,8 +87,7 @@ class ModuleProjector:
         arrays = self._refresh()
         if arrays is None:
             return all_finite(self.module.parameters(recurse=False))
-        # Projected onto infinite balls, nothing is written: the kernel counts the rows with a non-finite entry.
-        return _numba_kernel().project_rows(*arrays[:3], _INFINITE, _COLD) == 0
+        return _nonfinite_rows(arrays) == 0
 
     def project_(self, radius: float | Tensor) -> None:
         """Project every neuron onto the L1 ball of ``radius`` (a positive number or inf, or one per neuron)."""
@@ -98,7 +95,7 @@ class ModuleProjector:
         if arrays is not None:
             # A positive finite float (the callback's radius, at every step) needs no checks.
             if type(radius) is not float or not 0.0 < radius < math.inf:
-                radius = _radii(torch.from_numpy(arrays[1]), radius)  # checked; None for an infinite radius
+                radius = _radii(torch.from_numpy(arrays.rows), radius)  # checked; None for an infinite radius
             if radius is not None:
                 _project_arrays_(arrays, radius)
             return
@@ -110,8 +107,8 @@ class ModuleProjector:
             load_neuron_vectors_(self.module, project_l1_ball_(vectors, radius, backend))
 
 
-def _kernel_arrays(weight: Tensor, bias: Tensor | None, backend: Backend) -> tuple | None:
-    """``(bias, rows, has bias, radius, thresholds)``: arrays the kernel projects in place; None: the torch path.
+def _layer_arrays(weight: Tensor, bias: Tensor | None, backend: Backend) -> KernelArrays | None:
+    """The layer's parameters as arrays the kernel projects in place (``KernelArrays``); None: the torch path.
 
     The kernel needs the weight and bias contiguous and of one dtype (float32 or float64, on CPU); anything else
     (CUDA, half precision, channels-last weights) is projected as a copy of the rows by the torch path.
@@ -123,7 +120,7 @@ def _kernel_arrays(weight: Tensor, bias: Tensor | None, backend: Backend) -> tup
     rows = weight.detach().reshape(weight.shape[0], math.prod(weight.shape[1:])).numpy()
     bias_array = _NO_BIAS[rows.dtype] if bias is None else bias.detach().numpy()
     # Each neuron's last threshold, where the next projection's passes start (0: none yet).
-    return bias_array, rows, bias is not None, np.ones(1), np.zeros(rows.shape[0])
+    return _kernel_arrays(bias_array, rows, bias is not None, np.zeros(rows.shape[0]))
 
 
 @torch.no_grad()

@@ -7,24 +7,28 @@ sort-based projection of Duchi et al. (ICML 2008), applied to every row of a mat
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import importlib.util
 import math
+import os
 import platform
+import sys
 import warnings
-from collections.abc import Iterable
-from types import ModuleType
-from typing import Literal
+from collections.abc import Callable, Iterable
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from l1inf_lightning._checks import check_radius
+from l1inf_lightning.functional import _compiled_kernel
 
 __all__ = [
     "BACKENDS",
     "all_finite",
     "check_radius",
+    "compile_kernel",
     "project_l1_ball",
     "project_l1_ball_",
     "projection_backend",
@@ -35,6 +39,7 @@ Backend = Literal["auto", "torch", "numba"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "numba")
 # The dtypes the compiled kernel takes, and their numpy types.
 _NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_TORCH_DTYPES = {np.dtype(np_dtype): dtype for dtype, np_dtype in _NUMBA_DTYPES.items()}
 _BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 _EPS64 = torch.finfo(torch.float64).eps
 # Where LLVM lowers `llvm.set.rounding`, which the compiled kernel needs (`platform.machine()` names).
@@ -44,48 +49,61 @@ _CPU_BLOCK_ELEMENTS = 1 << 16  # the torch path's rows per block: 512 KiB of flo
 _NO_BIAS = {np.dtype(np_dtype): np.empty(0, np_dtype) for np_dtype in _NUMBA_DTYPES.values()}
 # The kernel's thresholds argument for projections that start cold (no previous threshold per row).
 _COLD = np.empty(0)
+# The kernel's radius argument that checks finiteness alone: rows projected onto infinite balls are not written.
+_INFINITE = np.full(1, np.inf)
+
+
+def _jit_disabled() -> bool:
+    """Whether numba's JIT is off (``NUMBA_DISABLE_JIT``), read without importing numba where it is not imported."""
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        return bool(numba.config.DISABLE_JIT)
+    return os.environ.get("NUMBA_DISABLE_JIT", "0").strip() not in ("", "0")
 
 
 @functools.cache
-def _numba_kernel() -> ModuleType | None:
-    """The compiled kernel module, imported on first use (numba costs ~0.1 s to import), or None without numba.
+def _kernel_available() -> bool:
+    """Whether the compiled kernel can run here: numba installed, its JIT on, and a CPU whose rounding mode it sets.
 
-    None too on a machine whose rounding mode LLVM cannot set from compiled code (the kernel writes under rounding
-    toward zero; x86-64 and AArch64 have the kernel), and with ``NUMBA_DISABLE_JIT=1`` (the kernel uses an LLVM
-    intrinsic, which has no pure-Python version).
+    The kernel writes under rounding toward zero, set by an LLVM intrinsic that LLVM lowers on x86-64 and AArch64;
+    and it has no pure-Python version (``NUMBA_DISABLE_JIT=1``).
     """
-    if importlib.util.find_spec("numba") is None or platform.machine() not in _KERNEL_MACHINES:
-        return None
-    from l1inf_lightning.functional import _projection_numba
-
-    return None if _projection_numba.numba.config.DISABLE_JIT else _projection_numba
+    installed = importlib.util.find_spec("numba") is not None
+    return installed and platform.machine() in _KERNEL_MACHINES and not _jit_disabled()
 
 
 @functools.cache
-def _kernel_for(dtype: torch.dtype) -> ModuleType | None:
+def _kernel_for(dtype: torch.dtype) -> Callable[..., int] | None:
     r"""The kernel for parameters of ``dtype``, once it has projected one row toward zero in that dtype as it must.
 
-    A self-test of the compiled write (the rounding mode is set by an LLVM intrinsic, whose effect the compiler does
-    not order against floating-point operations by contract), through the kernel's own entry point, so that it
-    compiles nothing more: the row ``[1, -1, 1]`` onto the ball of radius ``3 - 4u`` (``u``: the dtype's unit
-    roundoff) has :math:`\theta = 4u/3`, and ``1 - 4u/3`` rounded toward zero is ``1 - 2u``, to nearest ``1 - u``.
-    Written toward zero, the row is inside the ball at once and the kernel keeps that theta; to nearest, it is
-    outside, and the kernel would raise theta. Rounding to nearest must also be back afterwards. Otherwise the torch
-    path projects, with a warning.
+    The kernel is ``project_rows`` of ``_projection_numba``, loaded from cached object code
+    (``_compiled_kernel.compiled_rows``; numba's dispatcher where that cannot be built). A self-test of the compiled
+    write (the rounding mode is set by an LLVM intrinsic, whose effect the compiler does not order against
+    floating-point operations by contract), through the kernel's own entry point, so that it compiles nothing more:
+    the row ``[1, -1, 1]`` onto the ball of radius ``3 - 4u`` (``u``: the dtype's unit roundoff) has
+    :math:`\theta = 4u/3`, and ``1 - 4u/3`` rounded toward zero is ``1 - 2u``, to nearest ``1 - u``. Written toward
+    zero, the row is inside the ball at once and the kernel keeps that theta; to nearest, it is outside, and the
+    kernel would raise theta. Rounding to nearest must also be back afterwards. Otherwise the torch path projects,
+    with a warning.
     """
-    kernel = _numba_kernel()
-    if kernel is None or dtype not in _NUMBA_DTYPES:
+    if not _kernel_available() or dtype not in _NUMBA_DTYPES:
         return None
-    np_dtype = _NUMBA_DTYPES[dtype]
+    np_dtype = np.dtype(_NUMBA_DTYPES[dtype])
+    try:
+        kernel = _compiled_kernel.compiled_rows(np_dtype)
+    except RuntimeError as error:
+        from l1inf_lightning.functional._projection_numba import project_rows as kernel
+
+        warnings.warn(f"{error}: numba's dispatcher runs the kernel instead", RuntimeWarning, stacklevel=2)
     unit = float(np.finfo(np_dtype).eps) / 2
     row, radius, thetas = np.array([[1.0, -1.0, 1.0]], np_dtype), 3.0 - 4 * unit, np.zeros(1)
-    kernel.project_rows(_NO_BIAS[np.dtype(np_dtype)], row, False, np.full(1, radius), thetas)
+    kernel(_NO_BIAS[np_dtype], row, False, np.full(1, radius), thetas)
     below = 1.0 - 2 * unit
     one, small = 1.0, 0.75 * _EPS64
     if row.tolist() != [[below, -below, below]] or thetas[0] != (3.0 - radius) / 3 or one + small != 1.0 + _EPS64:
         warnings.warn(
             f"The compiled projection kernel did not round toward zero in {dtype} on this machine (numba "
-            f"{kernel.numba.__version__}): the pure-torch path projects instead.",
+            f"{importlib.metadata.version('numba')}): the pure-torch path projects instead.",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -122,6 +140,22 @@ def projection_backend(vectors: Tensor, backend: Backend = "auto") -> str:
     if backend == "auto" and numba_fits and _kernel_for(vectors.dtype) is not None:
         return "numba"
     return "torch"
+
+
+def compile_kernel(
+    dtypes: Iterable[torch.dtype] = (torch.float32, torch.float64),
+) -> dict[torch.dtype, str]:
+    """Compile the fused kernel for ``dtypes`` now (or load it from its cache), not at the first projection.
+
+    Compiled once per machine (a few seconds each) and kept as object code in a cache directory (``L1INF_CACHE_DIR``,
+    else ``NUMBA_CACHE_DIR``, else ``~/.cache/l1inf_lightning``), which later processes load in milliseconds;
+    ``make install`` runs it. Returns the path that projects each dtype on CPU (``"numba"``, or ``"torch"`` where
+    the kernel is not available).
+
+    >>> compile_kernel([torch.float16])
+    {torch.float16: 'torch'}
+    """
+    return {dtype: projection_backend(torch.empty(0, 1, dtype=dtype)) for dtype in dtypes}
 
 
 def _exceeds_exactly(magnitudes: Tensor, radii: Tensor) -> Tensor:
@@ -251,20 +285,59 @@ def _per_row(vectors: Tensor, radii: float | Tensor) -> Tensor:
     return torch.full((vectors.shape[0],), radii, device=vectors.device, dtype=torch.float64)
 
 
-def _project_arrays_(arrays: tuple, radii: float | Tensor) -> None:
+class KernelArrays(NamedTuple):
+    """What the compiled kernel projects in place: the rows ``[bias[j], weight[j]]`` of a layer, as arrays.
+
+    ``radius``: a 1-element float64 array, where the radius of each projection is written; ``thetas``: each row's
+    last threshold (where the next projection's passes start), or ``_COLD``. ``project`` and ``check``: the kernel's
+    calls on these arrays with their pointers worked out once (projection onto ``radius``; the count of rows with a
+    non-finite entry), or None where the kernel takes them only through its general entry.
+    """
+
+    bias: np.ndarray
+    rows: np.ndarray
+    has_bias: bool
+    radius: np.ndarray
+    thetas: np.ndarray
+    project: Callable[[], int] | None = None
+    check: Callable[[], int] | None = None
+
+
+def _kernel_arrays(bias: np.ndarray, rows: np.ndarray, has_bias: bool, thetas: np.ndarray) -> KernelArrays:
+    """``KernelArrays`` with the kernel's calls bound, for projections step after step (``ModuleProjector``)."""
+    radius = np.ones(1)
+    bind = getattr(_kernel_for(_TORCH_DTYPES[rows.dtype]), "bind", None)  # numba's dispatcher has none
+    if bind is None:
+        return KernelArrays(bias, rows, has_bias, radius, thetas)
+    project, check = bind(bias, rows, has_bias, radius, thetas), bind(bias, rows, has_bias, _INFINITE, _COLD)
+    return KernelArrays(bias, rows, has_bias, radius, thetas, project, check)
+
+
+def _project_arrays_(arrays: KernelArrays, radii: float | Tensor) -> None:
     """Run the compiled kernel on the rows ``[bias[j], weight[j]]`` of ``arrays``, in place.
 
-    ``arrays``: ``(bias, rows, has bias, 1-element radius array, thresholds)``, as ``ModuleProjector`` keeps them;
-    ``radii``: checked and finite, one radius (the kernel broadcasts the 1-element array) or a float64 CPU tensor
-    with one per row.
+    ``radii``: checked and finite, one radius or a float64 CPU tensor with one per row.
     """
-    bias, rows, has_bias, radius_array, thetas = arrays
+    if not arrays.rows.size:
+        return
     if isinstance(radii, Tensor):
-        radius_array = radii.numpy()
+        kernel = _kernel_for(_TORCH_DTYPES[arrays.rows.dtype])
+        kernel(arrays.bias, arrays.rows, arrays.has_bias, radii.numpy(), arrays.thetas)
+        return
+    arrays.radius[0] = radii
+    if arrays.project is not None:
+        arrays.project()
     else:
-        radius_array[0] = radii
-    if rows.size:
-        _numba_kernel().project_rows(bias, rows, has_bias, radius_array, thetas)
+        kernel = _kernel_for(_TORCH_DTYPES[arrays.rows.dtype])
+        kernel(arrays.bias, arrays.rows, arrays.has_bias, arrays.radius, arrays.thetas)
+
+
+def _nonfinite_rows(arrays: KernelArrays) -> int:
+    """How many rows ``[bias[j], weight[j]]`` of ``arrays`` hold a NaN or an inf."""
+    if arrays.check is not None:
+        return arrays.check()
+    # Projected onto infinite balls, nothing is written: the kernel counts the rows with a non-finite entry.
+    return _kernel_for(_TORCH_DTYPES[arrays.rows.dtype])(arrays.bias, arrays.rows, arrays.has_bias, _INFINITE, _COLD)
 
 
 def all_finite(tensors: Iterable[Tensor]) -> bool:
@@ -277,11 +350,11 @@ def all_finite(tensors: Iterable[Tensor]) -> bool:
     >>> all_finite([torch.ones(2, 3), torch.tensor([1.0, float("nan")])])
     False
     """
-    kernel = _numba_kernel()
     checks = []
     for tensor in tensors:
-        if kernel is not None and tensor.device.type == "cpu" and tensor.dtype in _NUMBA_DTYPES:
-            if not kernel.all_finite(tensor.detach().reshape(-1).numpy()):
+        if tensor.device.type == "cpu" and _kernel_for(tensor.dtype) is not None:
+            flat = tensor.detach().reshape(1, -1).numpy()
+            if _nonfinite_rows(KernelArrays(_NO_BIAS[flat.dtype], flat, False, _INFINITE, _COLD)):
                 return False
         else:
             checks.append(torch.isfinite(tensor).all())
@@ -322,7 +395,7 @@ def project_l1_ball_(vectors: Tensor, radius: float | Tensor, backend: Backend =
         return vectors
     if path == "numba":
         rows = vectors.detach().numpy()
-        _project_arrays_((_NO_BIAS[rows.dtype], rows, False, np.ones(1), _COLD), radii)
+        _project_arrays_(KernelArrays(_NO_BIAS[rows.dtype], rows, False, np.ones(1), _COLD), radii)
         return vectors
     radii = _per_row(vectors, radii)
     # On CPU, blocks of rows small enough to stay in cache: the torch path makes several passes over |v|.

@@ -728,7 +728,7 @@ def test_numba_exact_decision_near_the_radius_matches_exact_arithmetic(ulps: int
     radius = float(exact)
     radius = radius + ulps * math.ulp(radius)
     total, margin = float(np.sum(values)), (values.size + 2) * EPS64
-    got = kernel._exceeds_radius(values, values.size, radius, total, margin, np.empty(2 * values.size), np.empty(2200))
+    got = kernel._exceeds_radius(values, values.size, radius, total, margin, np.empty(2200))
     assert got == (exact > Fraction(radius))
 
 
@@ -795,10 +795,10 @@ def kernel_choice(monkeypatch: pytest.MonkeyPatch):
     """The projection module, with its cached choice of kernel forgotten before and after the test."""
     from l1inf_lightning.functional import projection
 
-    projection._numba_kernel.cache_clear()
+    projection._kernel_available.cache_clear()
     projection._kernel_for.cache_clear()
     yield projection
-    projection._numba_kernel.cache_clear()
+    projection._kernel_available.cache_clear()
     projection._kernel_for.cache_clear()
 
 
@@ -837,7 +837,6 @@ def test_a_kernel_whose_write_does_not_round_toward_zero_is_not_used(
 ) -> None:
     assert kernel_choice._kernel_for(dtype) is not None  # the real kernel passes its self-test here
     kernel_choice._kernel_for.cache_clear()
-    kernel = kernel_choice._numba_kernel()
 
     def to_nearest(bias, weight, has_bias, radii, thetas):  # the projection written rounding to nearest
         magnitudes = np.abs(weight.astype(np.float64))
@@ -846,7 +845,7 @@ def test_a_kernel_whose_write_does_not_round_toward_zero_is_not_used(
         thetas[:] = theta
         return 0
 
-    monkeypatch.setattr(kernel, "project_rows", to_nearest)
+    monkeypatch.setattr(kernel_choice._compiled_kernel, "compiled_rows", lambda dtype: to_nearest)
     with pytest.warns(RuntimeWarning, match="did not round toward zero"):
         assert projection_backend(random_vectors((4, 5), dtype, seed=3)) == "torch"
 

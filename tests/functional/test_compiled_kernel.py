@@ -1,0 +1,206 @@
+"""Tests for the kernel's object code: compiled once, cached on disk, loaded without numba (``_compiled_kernel``)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from l1inf_lightning.functional import compile_kernel, projection, projection_backend
+
+numba_only = pytest.mark.skipif(projection_backend(torch.ones(1, 1)) != "numba", reason="needs numba")
+DTYPES = [np.float32, np.float64]
+
+
+def rows_case(dtype: type, rows: int, fan_in: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of mixed scales (some far inside the ball, some far outside), a bias, and one radius per row."""
+    rng = np.random.default_rng(seed)
+    weight = (rng.standard_normal((rows, fan_in)) * rng.choice([1e-4, 0.01, 1.0, 30.0], size=(rows, 1))).astype(dtype)
+    bias = rng.standard_normal(rows).astype(dtype)
+    radii = rng.choice([0.01, 0.5, 3.0, 1e4], size=rows)
+    return weight, bias, radii
+
+
+def run_both(dtype: type, weight, bias, has_bias: bool, radii, thetas):
+    """The object code's and numba's dispatcher's results on copies of the same arrays."""
+    from l1inf_lightning.functional import _compiled_kernel, _projection_numba
+
+    results = []
+    for kernel in (_compiled_kernel.compiled_rows(np.dtype(dtype)), _projection_numba.project_rows):
+        w, b, t = weight.copy(), bias.copy(), thetas.copy()
+        count = kernel(b if has_bias else np.empty(0, dtype), w, has_bias, radii, t)
+        results.append((count, w, b, t))
+    return results
+
+
+@numba_only
+def test_the_projection_loads_the_object_code_not_numbas_dispatcher() -> None:
+    from l1inf_lightning.functional._compiled_kernel import CompiledRows
+
+    assert isinstance(projection._kernel_for(torch.float32), CompiledRows)
+    assert isinstance(projection._kernel_for(torch.float64), CompiledRows)
+    assert compile_kernel() == {torch.float32: "numba", torch.float64: "numba"}
+
+
+@numba_only
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("has_bias", [True, False])
+@pytest.mark.parametrize(("rows", "fan_in"), [(40, 7), (24, 501), (6, 3000)])
+def test_the_object_code_projects_bit_for_bit_as_numbas_dispatcher(
+    dtype: type, has_bias: bool, rows: int, fan_in: int
+) -> None:
+    weight, bias, radii = rows_case(dtype, rows, fan_in, seed=rows + fan_in)
+    weight[1, 2] = math.nan  # a row left alone and counted
+    for radius, thetas in [
+        (radii, np.zeros(rows)),  # one radius per row, warm starts kept
+        (radii[:1], np.empty(0)),  # one radius for all, cold
+        (np.full(1, math.inf), np.empty(0)),  # the finiteness check
+    ]:
+        (count, w, b, t), (expected, w2, b2, t2) = run_both(dtype, weight, bias, has_bias, radius, thetas)
+        assert count == expected == 1
+        assert np.array_equal(w, w2, equal_nan=True) and np.array_equal(b, b2) and np.array_equal(t, t2)
+        if math.isfinite(radius[0]):
+            assert not np.array_equal(w, weight, equal_nan=True)  # something was projected
+
+
+@numba_only
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_bound_call_is_the_call_with_its_pointers_worked_out_once(dtype: type) -> None:
+    from l1inf_lightning.functional import _compiled_kernel
+
+    kernel = _compiled_kernel.compiled_rows(np.dtype(dtype))
+    weight, bias, _ = rows_case(dtype, 30, 50, seed=5)
+    bound_weight, bound_bias, radius, thetas = weight.copy(), bias.copy(), np.ones(1), np.zeros(30)
+    call = kernel.bind(bound_bias, bound_weight, True, radius, thetas)
+    expected_thetas = np.zeros(30)
+    for value in (2.0, 0.5, 0.1):  # a new radius written into the bound radius array, as a projector does
+        radius[0] = value
+        assert call() == 0
+        assert kernel(bias, weight, True, np.full(1, value), expected_thetas) == 0
+        assert np.array_equal(bound_weight, weight) and np.array_equal(thetas, expected_thetas)
+    assert np.abs(bound_weight).sum(axis=1).max() > 0  # not everything was zeroed
+
+
+@numba_only
+def test_arrays_the_pointer_entry_does_not_take_go_to_numbas_dispatcher() -> None:
+    from l1inf_lightning.functional import _compiled_kernel, _projection_numba
+
+    kernel = _compiled_kernel.compiled_rows(np.dtype(np.float64))
+    base, _, _ = rows_case(np.float64, 20, 12, seed=9)
+    strided = np.asfortranarray(base)  # rows not contiguous
+    contiguous = base.copy()
+    assert kernel.bind(np.empty(0), strided, False, np.ones(1), np.empty(0)) is None
+    assert kernel(np.empty(0), strided, False, np.full(1, 0.3), np.empty(0)) == 0
+    _projection_numba.project_rows(np.empty(0), contiguous, False, np.full(1, 0.3), np.empty(0))
+    assert np.array_equal(strided, contiguous) and not np.array_equal(strided, base)
+
+
+@numba_only
+def test_the_scratch_the_loader_gives_is_the_scratch_the_kernel_uses() -> None:
+    from l1inf_lightning.functional import _compiled_kernel, _projection_numba
+
+    assert _compiled_kernel.work_size(10) == 3 * 10 + _projection_numba._PARTIALS
+
+
+@numba_only
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_cache_file_is_compiled_again_and_replaced(
+    damage: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LLVM would crash on a damaged object: the file carries the object's hash, checked before it is loaded.
+    from l1inf_lightning.functional import _compiled_kernel
+
+    monkeypatch.setenv("L1INF_CACHE_DIR", str(tmp_path))
+    dtype = np.dtype(np.float64)
+    path = _compiled_kernel.cache_path(dtype)
+    assert path.parent == tmp_path
+    _compiled_kernel.compiled_rows.__wrapped__(dtype)  # past the per-process cache: compiled and written
+    damaged = b"\x7fELF not an object" if damage == "garbage" else path.read_bytes()[:-100]
+    path.write_bytes(damaged)
+    kernel = _compiled_kernel.compiled_rows.__wrapped__(dtype)
+    weight, bias, radii = rows_case(dtype, 10, 20, seed=3)
+    (count, w, _, _), (expected, w2, _, _) = run_both(dtype, weight, bias, False, radii, np.empty(0))
+    assert kernel(np.empty(0, dtype), weight, False, radii, np.empty(0)) == count == expected == 0
+    assert np.array_equal(weight, w) and np.array_equal(weight, w2)
+    assert _compiled_kernel._checked(path.read_bytes()) is not None  # written again, whole
+    assert _compiled_kernel._checked(damaged) is None
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+@numba_only
+def test_an_unwritable_cache_keeps_the_kernel_in_memory(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from l1inf_lightning.functional import _compiled_kernel
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("L1INF_CACHE_DIR", str(blocker / "cache"))  # under a file: cannot be made
+    kernel = _compiled_kernel.compiled_rows.__wrapped__(np.dtype(np.float32))
+    weight = np.array([[3.0, -1.0]], np.float32)
+    assert kernel(np.empty(0, np.float32), weight, False, np.ones(1), np.empty(0)) == 0
+    assert weight.tolist() == [[1.0, 0.0]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_the_cache_directory_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from l1inf_lightning.functional import _compiled_kernel
+
+    for variable in ("L1INF_CACHE_DIR", "NUMBA_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _compiled_kernel.cache_dir() == tmp_path / "home" / ".cache" / "l1inf_lightning"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _compiled_kernel.cache_dir() == tmp_path / "xdg" / "l1inf_lightning"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    assert _compiled_kernel.cache_dir() == tmp_path / "numba"
+    monkeypatch.setenv("L1INF_CACHE_DIR", str(tmp_path / "ours"))
+    assert _compiled_kernel.cache_dir() == tmp_path / "ours"
+
+
+def test_numbas_jit_switch_is_read_without_importing_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "numba", None)  # as if numba were not imported yet
+    for value, disabled in (("1", True), ("0", False), ("", False)):
+        monkeypatch.setenv("NUMBA_DISABLE_JIT", value)
+        assert projection._jit_disabled() is disabled
+    monkeypatch.delenv("NUMBA_DISABLE_JIT")
+    assert projection._jit_disabled() is False
+
+
+FIRST_PROJECTION = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from l1inf_lightning.functional import ModuleProjector
+    from torch import nn
+    import torch
+    torch.manual_seed(0)
+    layer = nn.Linear(300, 40)
+    projector = ModuleProjector(layer)
+    assert projector.all_finite()
+    projector.project_(0.3)
+    print(layer.weight.double().sum().item(), layer.bias.double().sum().item(), "numba" in sys.modules)
+    """
+)
+
+
+@numba_only
+def test_a_new_process_loads_the_cached_object_without_numba(tmp_path) -> None:
+    env = {**os.environ, "L1INF_CACHE_DIR": str(tmp_path)}
+
+    def first_projection() -> list[str]:
+        process = subprocess.run(
+            [sys.executable, "-c", FIRST_PROJECTION], env=env, capture_output=True, text=True, check=True
+        )
+        return process.stdout.split()
+
+    *compiled, numba_when_compiling = first_projection()
+    assert numba_when_compiling == "True"
+    assert [path.suffix for path in tmp_path.iterdir()] == [".kernel"]
+    *loaded, numba_when_loading = first_projection()
+    assert numba_when_loading == "False"
+    assert loaded == compiled
