@@ -181,7 +181,12 @@ class CompiledRows:
     def _fits(
         self, bias: np.ndarray, weight: np.ndarray, has_bias: bool, radii: np.ndarray, thetas: np.ndarray
     ) -> bool:
-        """Whether the pointer entry takes these arrays: C-contiguous, of this dtype (radii, thetas: float64)."""
+        """Whether the pointer entry takes these arrays: C-contiguous, of this dtype (radii, thetas: float64).
+
+        Raises ValueError for radii neither one nor one per row, which the kernel would read past.
+        """
+        if radii.shape[0] != 1 and radii.shape[0] != weight.shape[0]:
+            raise ValueError(f"Expected one radius or one per row ({weight.shape[0]}), got {radii.shape[0]}")
         return (
             weight.dtype == self.dtype
             and bias.dtype == self.dtype

@@ -62,14 +62,19 @@ def _jit_disabled() -> bool:
 
 
 @functools.cache
+def _numba_installed() -> bool:
+    """Whether numba is installed (looked up once: a search of ``sys.path`` costs ~50 us while it is not imported)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+@functools.cache
 def _kernel_available() -> bool:
     """Whether the compiled kernel can run here: numba installed, its JIT on, and a CPU whose rounding mode it sets.
 
     The kernel writes under rounding toward zero, set by an LLVM intrinsic that LLVM lowers on x86-64 and AArch64;
     and it has no pure-Python version (``NUMBA_DISABLE_JIT=1``).
     """
-    installed = importlib.util.find_spec("numba") is not None
-    return installed and platform.machine() in _KERNEL_MACHINES and not _jit_disabled()
+    return _numba_installed() and platform.machine() in _KERNEL_MACHINES and not _jit_disabled()
 
 
 @functools.cache
@@ -129,7 +134,7 @@ def projection_backend(vectors: Tensor, backend: Backend = "auto") -> str:
                 f"Expected float32 or float64 CPU tensors for `backend='numba'`, got {vectors.dtype} on"
                 f" {vectors.device.type}"
             )
-        if importlib.util.find_spec("numba") is None:
+        if not _numba_installed():
             raise ValueError("`backend='numba'` needs numba: pip install 'l1inf-lightning[kernel]'")
         if _kernel_for(vectors.dtype) is None:
             raise ValueError(

@@ -102,6 +102,17 @@ def test_arrays_the_pointer_entry_does_not_take_go_to_numbas_dispatcher() -> Non
 
 
 @numba_only
+def test_radii_neither_one_nor_one_per_row_are_refused_not_read_past() -> None:
+    from l1inf_lightning.functional import _compiled_kernel
+
+    kernel = _compiled_kernel.compiled_rows(np.dtype(np.float64))
+    weight = np.ones((4, 3))
+    for call in (kernel, kernel.bind):
+        with pytest.raises(ValueError, match=r"one radius or one per row \(4\), got 2"):
+            call(np.empty(0), weight, False, np.ones(2), np.empty(0))
+
+
+@numba_only
 def test_the_scratch_the_loader_gives_is_the_scratch_the_kernel_uses() -> None:
     from l1inf_lightning.functional import _compiled_kernel, _projection_numba
 

@@ -795,11 +795,12 @@ def kernel_choice(monkeypatch: pytest.MonkeyPatch):
     """The projection module, with its cached choice of kernel forgotten before and after the test."""
     from l1inf_lightning.functional import projection
 
-    projection._kernel_available.cache_clear()
-    projection._kernel_for.cache_clear()
+    caches = (projection._numba_installed, projection._kernel_available, projection._kernel_for)
+    for cache in caches:
+        cache.cache_clear()
     yield projection
-    projection._kernel_available.cache_clear()
-    projection._kernel_for.cache_clear()
+    for cache in caches:
+        cache.cache_clear()
 
 
 def test_auto_falls_back_to_torch_without_numba(kernel_choice, monkeypatch: pytest.MonkeyPatch) -> None:
