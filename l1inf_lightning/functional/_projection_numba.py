@@ -314,8 +314,8 @@ def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - c
     Returns the number of rows with a NaN or infinite entry, which are left as they are: with an infinite radius
     nothing is written, so it is the finiteness check of the rows.
 
-    This entry takes arrays of any layout (numba's dispatcher); ``kernel_object`` compiles the same kernel for
-    pointers, into the object code that ``_compiled_kernel`` caches and loads without numba.
+    This entry takes arrays of any layout (numba's dispatcher); ``pointer_entry`` compiles the same kernel for
+    pointers, which ``_compiled_kernel`` turns into the object code it caches and loads without numba.
     """
     d = weight.shape[1] + (1 if has_bias else 0)
     return _project_rows(bias, weight, has_bias, radii, thetas, np.empty(3 * d + _PARTIALS, np.float64))
