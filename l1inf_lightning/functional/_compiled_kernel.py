@@ -28,9 +28,12 @@ import numpy as np
 _ENTRY = "l1inf_project_rows"
 # A cache file: this, the SHA-256 of the object code, the object code.
 _MAGIC = b"l1inf-lightning kernel object\n"
-_SOURCE = Path(__file__).with_name("_projection_numba.py")
-# The kernel's float64 scratch for rows of d entries: 3 d plus Shewchuk's partials (`_projection_numba._PARTIALS`).
-_WORK_PER_ENTRY, _WORK_PARTIALS = 3, 2200
+# What the object code is built from: the kernel, and this module's adapter and reduction of it.
+_SOURCES = (Path(__file__).with_name("_projection_numba.py"), Path(__file__))
+# numba's settings that change the code it generates.
+_NUMBA_SETTINGS = ("NUMBA_OPT", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_LOOP_VECTORIZE", "NUMBA_SLP_VECTORIZE")
+# The kernel's float64 scratch for rows of d entries (`_projection_numba._WORK_PER_ENTRY` and `_PARTIALS`).
+_WORK_PER_ENTRY, _WORK_PARTIALS = 5, 2200
 # A C entry with numba's calling convention behind it: numba's function returns a status and writes its result.
 # `NRT_MemInfo_call_dtor` is numba's reference counting's last step; arrays on the caller's pointers have no
 # reference count, so it is never called: here it traps rather than reach numba's runtime.
@@ -60,6 +63,13 @@ _SIGNATURE = ctypes.CFUNCTYPE(_N, _P, _P, _N, _N, _N, _P, _N, _P, _N, _P)
 def work_size(d: int) -> int:
     """The float64 scratch entries the kernel needs for rows of ``d`` entries."""
     return _WORK_PER_ENTRY * d + _WORK_PARTIALS
+
+
+def _scratch(weight: np.ndarray, has_bias: bool, radii: np.ndarray) -> np.ndarray:
+    """The kernel's scratch for these rows: none for the finiteness check (one infinite radius reads no scratch)."""
+    if radii.shape[0] == 1 and radii[0] == np.inf:
+        return np.empty(0)
+    return np.empty(work_size(weight.shape[1] + bool(has_bias)))
 
 
 @functools.cache
@@ -99,8 +109,11 @@ def cache_dir() -> Path:
 def cache_path(dtype: np.dtype) -> Path:
     """The object file of the kernel for ``dtype`` on this machine, with these versions of the kernel and compiler."""
     llvm = _binding()
-    key = hashlib.sha256(_SOURCE.read_bytes())
+    key = hashlib.sha256()
+    for source in _SOURCES:
+        key.update(source.read_bytes())
     for part in (
+        *(f"{name}={os.environ.get(name, '')}" for name in _NUMBA_SETTINGS),
         importlib.metadata.version("numba"),
         importlib.metadata.version("llvmlite"),
         llvm.get_process_triple(),
@@ -181,23 +194,27 @@ class CompiledRows:
     def _fits(
         self, bias: np.ndarray, weight: np.ndarray, has_bias: bool, radii: np.ndarray, thetas: np.ndarray
     ) -> bool:
-        """Whether the pointer entry takes these arrays: C-contiguous, of this dtype (radii, thetas: float64).
+        """Whether the pointer entry takes these arrays: C-contiguous and writable where written, of this dtype.
 
         Raises ValueError for radii neither one nor one per row, which the kernel would read past.
         """
-        if radii.shape[0] != 1 and radii.shape[0] != weight.shape[0]:
-            raise ValueError(f"Expected one radius or one per row ({weight.shape[0]}), got {radii.shape[0]}")
+        if radii.ndim != 1 or (radii.shape[0] != 1 and radii.shape[0] != weight.shape[0]):
+            raise ValueError(f"Expected one radius or one per row ({weight.shape[0]}), got shape {radii.shape}")
         return (
             weight.dtype == self.dtype
-            and bias.dtype == self.dtype
             and weight.ndim == 2
             and weight.flags.c_contiguous
+            and weight.flags.writeable
+            and bias.dtype == self.dtype
+            and bias.ndim == 1
             and bias.flags.c_contiguous
-            and (not has_bias or bias.shape[0] >= weight.shape[0])
+            and (not has_bias or (bias.shape[0] >= weight.shape[0] and bias.flags.writeable))
             and radii.dtype == np.float64
             and radii.flags.c_contiguous
             and thetas.dtype == np.float64
+            and thetas.ndim == 1
             and thetas.flags.c_contiguous
+            and thetas.flags.writeable
         )
 
     def _pointers(self, bias, weight, has_bias, radii, thetas, work) -> tuple[int, ...]:
@@ -222,7 +239,7 @@ class CompiledRows:
             from l1inf_lightning.functional._projection_numba import project_rows
 
             return int(project_rows(bias, weight, has_bias, radii, thetas))
-        work = np.empty(work_size(weight.shape[1] + bool(has_bias)))
+        work = _scratch(weight, has_bias, radii)  # held here: the call below gets its address alone
         return self._function(*self._pointers(bias, weight, has_bias, radii, thetas, work))
 
     def bind(
@@ -230,14 +247,15 @@ class CompiledRows:
     ) -> Callable[[], int] | None:
         """The call on these arrays with its pointers worked out once (what a projector runs at every step).
 
-        It reads the arrays' contents at each call (a new radius written into ``radii``, say) and holds them; None
-        where the pointer entry does not take them.
+        It reads the arrays' contents at each call (a new radius written into ``radii``, say), and holds them and this
+        kernel (whose engine owns the code), so that what the pointers point to lives as long as the call; None where
+        the pointer entry does not take the arrays.
         """
         if not self._fits(bias, weight, has_bias, radii, thetas):
             return None
-        work = np.empty(work_size(weight.shape[1] + bool(has_bias)))
+        work = _scratch(weight, has_bias, radii)
         call = functools.partial(self._function, *self._pointers(bias, weight, has_bias, radii, thetas, work))
-        call.arrays = (bias, weight, radii, thetas, work)  # the memory behind the pointers lives as long as the call
+        call.keep_alive = (self, bias, weight, radii, thetas, work)
         return call
 
 
@@ -267,6 +285,7 @@ def _write_whole(path: Path, data: bytes) -> None:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False) as file:
             temporary = file.name
             file.write(data)
+        os.chmod(temporary, 0o644)  # readable by the others who share the cache, as numba's own files are
         os.replace(temporary, path)
     except OSError:
         if temporary is not None:

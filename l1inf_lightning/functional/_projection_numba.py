@@ -43,7 +43,9 @@ _CACHED_ROW = 2048
 # (numpy's error model: a float division by zero gives inf or NaN), so the kernel needs no exception handling.
 _CALLABLE = {"nogil": True, "error_model": "numpy"}
 _INNER = {**_CALLABLE, "no_cpython_wrapper": True}
-# Shewchuk's non-overlapping partials of float64 numbers span at most 2098 bits: fewer than this many partials.
+# The kernel's float64 scratch for rows of d entries: the magnitudes (d), the compacted survivors (2 d), Rump's split
+# (2 d), and Shewchuk's partials, which span at most 2098 bits: fewer than 2200 of them. `_compiled_kernel` copies it.
+_WORK_PER_ENTRY = 5
 _PARTIALS = 2200
 
 
@@ -125,16 +127,36 @@ def _from_bits(typingctx, bits):  # pragma: no cover - compiled
     return types.float64(types.int64), codegen
 
 
+@numba.njit(**_INNER)
+def _split(values, n, sigma, high, low):  # pragma: no cover - compiled
+    """Rump's ExtractVector: ``values[i] == high[i] + low[i]`` exactly, ``high[i]`` on the grid of ulp(``sigma``).
+
+    For a power of two ``sigma`` at least every ``values[i] >= 0``: ``|low[i]| <= eps sigma`` (Rump, Ogita and
+    Oishi, SIAM J. Sci. Comput. 31, 2008, Lemma 3.2). No fastmath here: reassociation would cancel ``sigma``.
+    """
+    for i in range(n):
+        high[i] = (sigma + values[i]) - sigma
+        low[i] = values[i] - high[i]
+
+
+@numba.njit(**_INNER, fastmath=_REASSOC)
+def _sum(values, n):  # pragma: no cover - compiled
+    """The (any-order) float64 sum of ``values[:n]``; vectorizes (float64 rows take it after every write)."""
+    total = 0.0
+    for i in range(n):
+        total += values[i]
+    return total
+
+
 @numba.njit(**_CALLABLE)
-def _exceeds_radius(values, n, radius, total, margin, partials):  # pragma: no cover - compiled
+def _exceeds_radius(values, n, radius, total, margin, scratch, partials):  # pragma: no cover - compiled
     r"""Whether the exact sum of ``values[:n] >= 0`` exceeds ``radius``, given their float64 sum ``total``.
 
-    ``total (1 \pm margin)`` brackets the exact sum; within that bracket of ``radius``, each value is split on the grid
-    of a power of two ``sigma`` above the sum, ``values[i] == high + low`` exactly (Rump's ExtractVector: for values
-    at least 0, ``|low| <= eps sigma``; Rump, Ogita and Oishi, SIAM J. Sci. Comput. 31, 2008, Lemma 3.2; no fastmath
-    here, reassociation would cancel ``sigma``): the high parts sum exactly (multiples of ulp(sigma) below 2 sigma),
-    their difference with ``radius`` is exact (Sterbenz), and the low parts' sum is off by at most
-    ``n^2 eps^2 sigma`` (plus underflow). Only a sum within that of ``radius`` takes Shewchuk's exact sum.
+    ``total (1 \pm margin)`` brackets the exact sum; within that bracket of ``radius``, the row is split on the grid of
+    a power of two ``sigma`` above the sum (``_split``, into ``scratch``): the high parts sum exactly in any order
+    (multiples of ulp(sigma) below 2 sigma), their difference with ``radius`` is exact (Sterbenz), and the low parts'
+    sum is off by at most ``n^2 eps^2 sigma`` (plus underflow). Only a sum within that of ``radius`` takes Shewchuk's
+    exact sum.
     """
     upper = total * (1.0 + margin)
     if upper <= radius:
@@ -148,13 +170,8 @@ def _exceeds_radius(values, n, radius, total, margin, partials):  # pragma: no c
     sigma = _from_bits((exponent + 1) << 52)
     if not np.isfinite(sigma):
         return _exceeds(values, n, radius, partials)
-    high_sum = 0.0
-    low_sum = 0.0
-    for i in range(n):
-        high = (sigma + values[i]) - sigma
-        high_sum += high
-        low_sum += values[i] - high
-    gap = (high_sum - radius) + low_sum
+    _split(values, n, sigma, scratch[:n], scratch[n : 2 * n])
+    gap = (_sum(scratch[:n], n) - radius) + _sum(scratch[n : 2 * n], n)
     bound = n * n * _EPS * _EPS * sigma + n * _TINY + 2.0 * _EPS * abs(gap)
     if gap > bound:
         return True
@@ -247,8 +264,8 @@ def _michelot_threshold(a, d, radius, total, buffer, start, count, kept):  # pra
 def _set_rounding(typingctx, mode):  # pragma: no cover - compiled
     """``llvm.set.rounding(mode)``: the floating-point rounding mode of this thread (0 toward zero, 1 to nearest).
 
-    LLVM lowers it on x86-64 (MXCSR and the x87 control word) and AArch64 (FPCR): ``projection._numba_kernel`` offers
-    this module there alone.
+    LLVM lowers it on x86-64 (MXCSR and the x87 control word) and AArch64 (FPCR): ``projection._kernel_available``
+    offers the kernel there alone.
     """
 
     def codegen(context, builder, signature, args):
@@ -303,7 +320,7 @@ def all_finite(values):  # pragma: no cover - compiled
     return total == 0.0
 
 
-@numba.njit(**_CALLABLE)
+@numba.njit(**_CALLABLE, cache=True)
 def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - compiled
     """Project every row ``[bias[j], weight[j]]`` onto the L1 ball of ``radii[j]`` (``radii[0]`` for all), in place.
 
@@ -314,22 +331,27 @@ def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - c
     Returns the number of rows with a NaN or infinite entry, which are left as they are: with an infinite radius
     nothing is written, so it is the finiteness check of the rows.
 
-    This entry takes arrays of any layout (numba's dispatcher); ``pointer_entry`` compiles the same kernel for
-    pointers, which ``_compiled_kernel`` turns into the object code it caches and loads without numba.
+    This entry takes arrays of any layout (numba's dispatcher, cached by numba); ``pointer_entry`` compiles the same
+    kernel for pointers, which ``_compiled_kernel`` turns into the object code it caches and loads without numba.
     """
     d = weight.shape[1] + (1 if has_bias else 0)
-    return _project_rows(bias, weight, has_bias, radii, thetas, np.empty(3 * d + _PARTIALS, np.float64))
+    return _project_rows(bias, weight, has_bias, radii, thetas, np.empty(_WORK_PER_ENTRY * d + _PARTIALS, np.float64))
 
 
 @numba.njit(**_INNER)
 def _project_rows(bias, weight, has_bias, radii, thetas, work):  # pragma: no cover - compiled
-    """``project_rows`` in the caller's float64 scratch ``work`` (``3 d + _PARTIALS`` entries): allocates nothing."""
+    """``project_rows`` in the caller's float64 scratch ``work``: allocates nothing.
+
+    ``work``: ``_WORK_PER_ENTRY d + _PARTIALS`` entries, or none where every radius is infinite (the finiteness check
+    reads no scratch).
+    """
     rows, fan_in = weight.shape
     d = fan_in + (1 if has_bias else 0)
     warm = thetas.shape[0] == rows
     a = work[:d]
     buffer = work[d : 3 * d]
-    partials = work[3 * d : 3 * d + _PARTIALS]
+    scratch = work[3 * d : 5 * d]
+    partials = work[5 * d : 5 * d + _PARTIALS]
     margin = (d + 2) * _EPS
     nonfinite = 0
     for j in range(rows):
@@ -344,7 +366,7 @@ def _project_rows(bias, weight, has_bias, radii, thetas, work):  # pragma: no co
             continue
         if total * (1.0 + margin) <= radius:
             continue  # inside the ball
-        if not _exceeds_radius(a, d, radius, total, margin, partials):
+        if not _exceeds_radius(a, d, radius, total, margin, scratch, partials):
             continue
         theta = _michelot_threshold(a, d, radius, total, buffer, start, count, kept)
         theta = 0.0 if 0.0 > theta else theta
@@ -357,7 +379,7 @@ def _project_rows(bias, weight, has_bias, radii, thetas, work):  # pragma: no co
             if total * (1.0 + margin) <= radius:
                 break
             stored, nonzeros, _ = _load_magnitudes(bias, weight, j, has_bias, buffer, 0.0)
-            if not _exceeds_radius(buffer, d, radius, stored, margin, partials):
+            if not _exceeds_radius(buffer, d, radius, stored, margin, scratch, partials):
                 break
             excess = total - radius if total > radius else 0.0
             theta += (excess + extra) / (nonzeros if nonzeros > 1 else 1)
@@ -376,7 +398,7 @@ def _project_pointers(bias, weight, rows, fan_in, has_bias, radii, n_radii, thet
         has_bias != 0,
         numba.carray(radii, (n_radii,)),
         numba.carray(thetas, (n_thetas,)),
-        numba.carray(work, (3 * d + _PARTIALS,)),
+        numba.carray(work, (_WORK_PER_ENTRY * d + _PARTIALS,)),
     )
 
 
@@ -384,8 +406,8 @@ def pointer_entry(dtype: np.dtype) -> numba.core.ccallback.CFunc:
     """``project_rows`` for ``dtype`` rows, compiled as a C function of pointers (``_project_pointers``).
 
     Its arguments: bias, weight (``rows x fan_in``, C order), rows, fan_in, has_bias (0/1), radii (float64) and
-    their count, thetas (float64) and their count (0 or rows), and ``3 d + _PARTIALS`` float64 of scratch; it returns
-    the count of rows with a non-finite entry. ``_compiled_kernel`` turns it into the object code it caches.
+    their count, thetas (float64) and their count (0 or rows), and the float64 scratch of ``_project_rows``; it
+    returns the count of rows with a non-finite entry. ``_compiled_kernel`` turns it into the object code it caches.
     """
     element = types.CPointer(numba.from_dtype(np.dtype(dtype)))
     real = types.CPointer(types.float64)

@@ -64,6 +64,11 @@ class ModuleProjector:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.module).__name__}, backend={self.backend!r})"
 
+    def __getstate__(self) -> dict:
+        # The kernel's arrays and bound calls point into this layer's memory: a copy (deepcopy, pickle) works them
+        # out again for its own layer. Its neurons' thresholds start cold.
+        return {**self.__dict__, "_key": None, "_arrays": None}
+
     def _refresh(self) -> KernelArrays | None:
         """The kernel's arrays for the parameters as they are now (rebuilt if they changed), or None."""
         # The registered parameters, read without nn.Module.__getattr__ (a microsecond each, at every step).

@@ -51,6 +51,7 @@ _NO_BIAS = {np.dtype(np_dtype): np.empty(0, np_dtype) for np_dtype in _NUMBA_DTY
 _COLD = np.empty(0)
 # The kernel's radius argument that checks finiteness alone: rows projected onto infinite balls are not written.
 _INFINITE = np.full(1, np.inf)
+_INFINITE.setflags(write=False)  # never a radius to write into (see `_project_arrays_`)
 
 
 def _jit_disabled() -> bool:
@@ -58,7 +59,10 @@ def _jit_disabled() -> bool:
     numba = sys.modules.get("numba")
     if numba is not None:
         return bool(numba.config.DISABLE_JIT)
-    return os.environ.get("NUMBA_DISABLE_JIT", "0").strip() not in ("", "0")
+    try:  # as numba reads it: an integer, and 0 where it is not one
+        return bool(int(os.environ.get("NUMBA_DISABLE_JIT", "0")))
+    except ValueError:
+        return False
 
 
 @functools.cache
@@ -96,10 +100,15 @@ def _kernel_for(dtype: torch.dtype) -> Callable[..., int] | None:
     np_dtype = np.dtype(_NUMBA_DTYPES[dtype])
     try:
         kernel = _compiled_kernel.compiled_rows(np_dtype)
-    except RuntimeError as error:
+    except Exception as error:  # an llvmlite without what the loader uses, say: numba's own dispatch still works
         from l1inf_lightning.functional._projection_numba import project_rows as kernel
 
-        warnings.warn(f"{error}: numba's dispatcher runs the kernel instead", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"The projection kernel's object code could not be built or loaded ({type(error).__name__}: {error}): "
+            "numba's dispatcher runs the kernel instead, compiled in each new process",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     unit = float(np.finfo(np_dtype).eps) / 2
     row, radius, thetas = np.array([[1.0, -1.0, 1.0]], np_dtype), 3.0 - 4 * unit, np.zeros(1)
     kernel(_NO_BIAS[np_dtype], row, False, np.full(1, radius), thetas)
@@ -311,11 +320,16 @@ class KernelArrays(NamedTuple):
 def _kernel_arrays(bias: np.ndarray, rows: np.ndarray, has_bias: bool, thetas: np.ndarray) -> KernelArrays:
     """``KernelArrays`` with the kernel's calls bound, for projections step after step (``ModuleProjector``)."""
     radius = np.ones(1)
-    bind = getattr(_kernel_for(_TORCH_DTYPES[rows.dtype]), "bind", None)  # numba's dispatcher has none
+    bind = getattr(_kernel_of(rows), "bind", None)  # numba's dispatcher has none
     if bind is None:
         return KernelArrays(bias, rows, has_bias, radius, thetas)
     project, check = bind(bias, rows, has_bias, radius, thetas), bind(bias, rows, has_bias, _INFINITE, _COLD)
     return KernelArrays(bias, rows, has_bias, radius, thetas, project, check)
+
+
+def _kernel_of(rows: np.ndarray) -> Callable[..., int]:
+    """The compiled kernel for rows of this (float32 or float64) array."""
+    return _kernel_for(_TORCH_DTYPES[rows.dtype])
 
 
 def _project_arrays_(arrays: KernelArrays, radii: float | Tensor) -> None:
@@ -326,15 +340,14 @@ def _project_arrays_(arrays: KernelArrays, radii: float | Tensor) -> None:
     if not arrays.rows.size:
         return
     if isinstance(radii, Tensor):
-        kernel = _kernel_for(_TORCH_DTYPES[arrays.rows.dtype])
-        kernel(arrays.bias, arrays.rows, arrays.has_bias, radii.numpy(), arrays.thetas)
+        radii = np.ascontiguousarray(radii.numpy())
+        _kernel_of(arrays.rows)(arrays.bias, arrays.rows, arrays.has_bias, radii, arrays.thetas)
         return
     arrays.radius[0] = radii
     if arrays.project is not None:
         arrays.project()
     else:
-        kernel = _kernel_for(_TORCH_DTYPES[arrays.rows.dtype])
-        kernel(arrays.bias, arrays.rows, arrays.has_bias, arrays.radius, arrays.thetas)
+        _kernel_of(arrays.rows)(arrays.bias, arrays.rows, arrays.has_bias, arrays.radius, arrays.thetas)
 
 
 def _nonfinite_rows(arrays: KernelArrays) -> int:
@@ -342,7 +355,7 @@ def _nonfinite_rows(arrays: KernelArrays) -> int:
     if arrays.check is not None:
         return arrays.check()
     # Projected onto infinite balls, nothing is written: the kernel counts the rows with a non-finite entry.
-    return _kernel_for(_TORCH_DTYPES[arrays.rows.dtype])(arrays.bias, arrays.rows, arrays.has_bias, _INFINITE, _COLD)
+    return _kernel_of(arrays.rows)(arrays.bias, arrays.rows, arrays.has_bias, _INFINITE, _COLD)
 
 
 def all_finite(tensors: Iterable[Tensor]) -> bool:

@@ -88,6 +88,55 @@ def test_a_bound_call_is_the_call_with_its_pointers_worked_out_once(dtype: type)
 
 
 @numba_only
+def test_a_bound_call_keeps_the_code_it_calls_alive() -> None:
+    import gc
+
+    from l1inf_lightning.functional import _compiled_kernel
+
+    kernel = _compiled_kernel.compiled_rows.__wrapped__(np.dtype(np.float64))  # a kernel of its own, not cached
+    weight = np.array([[3.0, -1.0], [0.1, 0.2]])
+    call = kernel.bind(np.empty(0), weight, False, np.ones(1), np.empty(0))
+    del kernel
+    gc.collect()
+    assert call() == 0  # the engine that owns the machine code is still there (freed, this would crash)
+    assert weight.tolist() == [[1.0, 0.0], [0.1, 0.2]]
+
+
+@numba_only
+def test_a_used_projector_copies_and_pickles_and_the_copy_projects_its_own_layer() -> None:
+    import copy
+    import pickle
+
+    from torch import nn
+
+    from l1inf_lightning.functional import ModuleProjector
+
+    torch.manual_seed(0)
+    projector = ModuleProjector(nn.Linear(30, 8))
+    projector.project_(2.0)  # its arrays and bound calls now point into its layer
+    for twin in (copy.deepcopy(projector), pickle.loads(pickle.dumps(projector))):
+        before = projector.module.weight.detach().clone()
+        twin.project_(0.1)
+        assert twin.module.weight.abs().sum(dim=1).add(twin.module.bias.abs()).max() <= 0.1
+        assert torch.equal(projector.module.weight, before)  # the original's layer is not touched
+
+
+@numba_only
+def test_read_only_arrays_are_not_written() -> None:
+    from l1inf_lightning.functional import _compiled_kernel
+
+    kernel = _compiled_kernel.compiled_rows(np.dtype(np.float64))
+    weight = np.frombuffer(np.array([3.0, -1.0, 2.0, 2.0]).tobytes()).reshape(2, 2)  # read-only memory
+    assert kernel.bind(np.empty(0), weight, False, np.ones(1), np.empty(0)) is None
+    with pytest.raises(Exception, match=r"setitem\(readonly array"):  # numba's dispatcher refuses to type it
+        kernel(np.empty(0), weight, False, np.ones(1), np.empty(0))
+    assert weight.tolist() == [[3.0, -1.0], [2.0, 2.0]]
+    # The finiteness check writes nothing and reads no scratch.
+    assert kernel(np.empty(0), weight.copy(), False, np.full(1, math.inf), np.empty(0)) == 0
+    assert _compiled_kernel._scratch(weight, False, np.full(1, math.inf)).size == 0
+
+
+@numba_only
 def test_arrays_the_pointer_entry_does_not_take_go_to_numbas_dispatcher() -> None:
     from l1inf_lightning.functional import _compiled_kernel, _projection_numba
 
@@ -108,7 +157,7 @@ def test_radii_neither_one_nor_one_per_row_are_refused_not_read_past() -> None:
     kernel = _compiled_kernel.compiled_rows(np.dtype(np.float64))
     weight = np.ones((4, 3))
     for call in (kernel, kernel.bind):
-        with pytest.raises(ValueError, match=r"one radius or one per row \(4\), got 2"):
+        with pytest.raises(ValueError, match=r"one radius or one per row \(4\), got shape \(2,\)"):
             call(np.empty(0), weight, False, np.ones(2), np.empty(0))
 
 
@@ -116,7 +165,7 @@ def test_radii_neither_one_nor_one_per_row_are_refused_not_read_past() -> None:
 def test_the_scratch_the_loader_gives_is_the_scratch_the_kernel_uses() -> None:
     from l1inf_lightning.functional import _compiled_kernel, _projection_numba
 
-    assert _compiled_kernel.work_size(10) == 3 * 10 + _projection_numba._PARTIALS
+    assert _compiled_kernel.work_size(10) == _projection_numba._WORK_PER_ENTRY * 10 + _projection_numba._PARTIALS
 
 
 @numba_only
@@ -171,11 +220,15 @@ def test_the_cache_directory_follows_the_environment(monkeypatch: pytest.MonkeyP
     assert _compiled_kernel.cache_dir() == tmp_path / "numba"
     monkeypatch.setenv("L1INF_CACHE_DIR", str(tmp_path / "ours"))
     assert _compiled_kernel.cache_dir() == tmp_path / "ours"
+    # numba's settings that change its code are part of the key: an object made under others is not loaded.
+    path = _compiled_kernel.cache_path(np.dtype(np.float32))
+    monkeypatch.setenv("NUMBA_CPU_NAME", "generic")
+    assert _compiled_kernel.cache_path(np.dtype(np.float32)) != path
 
 
 def test_numbas_jit_switch_is_read_without_importing_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "numba", None)  # as if numba were not imported yet
-    for value, disabled in (("1", True), ("0", False), ("", False)):
+    for value, disabled in (("1", True), ("0", False), ("00", False), ("false", False), ("", False)):
         monkeypatch.setenv("NUMBA_DISABLE_JIT", value)
         assert projection._jit_disabled() is disabled
     monkeypatch.delenv("NUMBA_DISABLE_JIT")

@@ -728,7 +728,7 @@ def test_numba_exact_decision_near_the_radius_matches_exact_arithmetic(ulps: int
     radius = float(exact)
     radius = radius + ulps * math.ulp(radius)
     total, margin = float(np.sum(values)), (values.size + 2) * EPS64
-    got = kernel._exceeds_radius(values, values.size, radius, total, margin, np.empty(2200))
+    got = kernel._exceeds_radius(values, values.size, radius, total, margin, np.empty(2 * values.size), np.empty(2200))
     assert got == (exact > Fraction(radius))
 
 
