@@ -44,7 +44,7 @@ define void @NRT_MemInfo_call_dtor(ptr %meminfo) {{
   unreachable
 }}
 declare void @llvm.trap()
-define i64 @{entry}({parameters}) {{
+define i64 @{entry}({arguments}) {{
 entry:
   %result = alloca i64
   %exception = alloca ptr
@@ -145,15 +145,9 @@ def kernel_object(dtype: np.dtype) -> bytes:
     # numba's C wrapper ("cfunc.<name>") converts errors to Python exceptions; the adapter calls the function behind.
     inner = compiled.native_name.removeprefix("cfunc.")
     types = [str(argument.type) for argument in list(module.get_function(inner).arguments)[2:]]
-    adapter = llvm.parse_assembly(
-        _ADAPTER.format(
-            inner=inner,
-            entry=_ENTRY,
-            types=", ".join(types),
-            parameters=", ".join(f"{kind} %a{index}" for index, kind in enumerate(types)),
-            arguments=", ".join(f"{kind} %a{index}" for index, kind in enumerate(types)),
-        )
-    )
+    arguments = ", ".join(f"{kind} %a{index}" for index, kind in enumerate(types))  # its parameters, passed on
+    text = _ADAPTER.format(inner=inner, entry=_ENTRY, types=", ".join(types), arguments=arguments)
+    adapter = llvm.parse_assembly(text)
     adapter.triple, adapter.data_layout = module.triple, module.data_layout
     module.link_in(adapter)
     for value in [*module.functions, *module.global_variables]:

@@ -15,7 +15,6 @@ from l1inf_lightning.functional.projection import (
     Backend,
     KernelArrays,
     _kernel_arrays,
-    _nonfinite_rows,
     _project_arrays_,
     _radii,
     all_finite,
@@ -92,7 +91,7 @@ class ModuleProjector:
         arrays = self._refresh()
         if arrays is None:
             return all_finite(self.module.parameters(recurse=False))
-        return _nonfinite_rows(arrays) == 0
+        return arrays.check() == 0
 
     def project_(self, radius: float | Tensor) -> None:
         """Project every neuron onto the L1 ball of ``radius`` (a positive number or inf, or one per neuron)."""

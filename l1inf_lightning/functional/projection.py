@@ -300,12 +300,12 @@ def _per_row(vectors: Tensor, radii: float | Tensor) -> Tensor:
 
 
 class KernelArrays(NamedTuple):
-    """What the compiled kernel projects in place: the rows ``[bias[j], weight[j]]`` of a layer, as arrays.
+    """A layer's rows ``[bias[j], weight[j]]`` as arrays the compiled kernel projects in place, and its calls on them.
 
     ``radius``: a 1-element float64 array, where the radius of each projection is written; ``thetas``: each row's
-    last threshold (where the next projection's passes start), or ``_COLD``. ``project`` and ``check``: the kernel's
-    calls on these arrays with their pointers worked out once (projection onto ``radius``; the count of rows with a
-    non-finite entry), or None where the kernel takes them only through its general entry.
+    last threshold (where the next projection's passes start). ``project``: the projection onto ``radius``;
+    ``check``: the count of rows with a non-finite entry. Both with their pointers worked out once where the kernel
+    can (``CompiledRows.bind``).
     """
 
     bias: np.ndarray
@@ -313,23 +313,31 @@ class KernelArrays(NamedTuple):
     has_bias: bool
     radius: np.ndarray
     thetas: np.ndarray
-    project: Callable[[], int] | None = None
-    check: Callable[[], int] | None = None
+    project: Callable[[], int]
+    check: Callable[[], int]
 
 
 def _kernel_arrays(bias: np.ndarray, rows: np.ndarray, has_bias: bool, thetas: np.ndarray) -> KernelArrays:
     """``KernelArrays`` with the kernel's calls bound, for projections step after step (``ModuleProjector``)."""
-    radius = np.ones(1)
-    bind = getattr(_kernel_of(rows), "bind", None)  # numba's dispatcher has none
-    if bind is None:
-        return KernelArrays(bias, rows, has_bias, radius, thetas)
-    project, check = bind(bias, rows, has_bias, radius, thetas), bind(bias, rows, has_bias, _INFINITE, _COLD)
-    return KernelArrays(bias, rows, has_bias, radius, thetas, project, check)
+    kernel, radius = _kernel_of(rows), np.ones(1)
+    bind = getattr(kernel, "bind", None)  # numba's dispatcher has none
+
+    def call(radii: np.ndarray, starts: np.ndarray) -> Callable[[], int]:
+        bound = bind(bias, rows, has_bias, radii, starts) if bind is not None else None
+        return bound or functools.partial(kernel, bias, rows, has_bias, radii, starts)
+
+    # Projected onto an infinite ball, nothing is written: the kernel counts the rows with a non-finite entry.
+    return KernelArrays(bias, rows, has_bias, radius, thetas, call(radius, thetas), call(_INFINITE, _COLD))
 
 
 def _kernel_of(rows: np.ndarray) -> Callable[..., int]:
     """The compiled kernel for rows of this (float32 or float64) array."""
     return _kernel_for(_TORCH_DTYPES[rows.dtype])
+
+
+def _radius_array(radii: float | Tensor) -> np.ndarray:
+    """The kernel's radius argument: one radius, or a float64 CPU tensor with one per row (contiguous)."""
+    return np.ascontiguousarray(radii.numpy()) if isinstance(radii, Tensor) else np.full(1, radii)
 
 
 def _project_arrays_(arrays: KernelArrays, radii: float | Tensor) -> None:
@@ -340,22 +348,10 @@ def _project_arrays_(arrays: KernelArrays, radii: float | Tensor) -> None:
     if not arrays.rows.size:
         return
     if isinstance(radii, Tensor):
-        radii = np.ascontiguousarray(radii.numpy())
-        _kernel_of(arrays.rows)(arrays.bias, arrays.rows, arrays.has_bias, radii, arrays.thetas)
-        return
-    arrays.radius[0] = radii
-    if arrays.project is not None:
-        arrays.project()
+        _kernel_of(arrays.rows)(arrays.bias, arrays.rows, arrays.has_bias, _radius_array(radii), arrays.thetas)
     else:
-        _kernel_of(arrays.rows)(arrays.bias, arrays.rows, arrays.has_bias, arrays.radius, arrays.thetas)
-
-
-def _nonfinite_rows(arrays: KernelArrays) -> int:
-    """How many rows ``[bias[j], weight[j]]`` of ``arrays`` hold a NaN or an inf."""
-    if arrays.check is not None:
-        return arrays.check()
-    # Projected onto infinite balls, nothing is written: the kernel counts the rows with a non-finite entry.
-    return _kernel_of(arrays.rows)(arrays.bias, arrays.rows, arrays.has_bias, _INFINITE, _COLD)
+        arrays.radius[0] = radii
+        arrays.project()
 
 
 def all_finite(tensors: Iterable[Tensor]) -> bool:
@@ -372,7 +368,8 @@ def all_finite(tensors: Iterable[Tensor]) -> bool:
     for tensor in tensors:
         if tensor.device.type == "cpu" and _kernel_for(tensor.dtype) is not None:
             flat = tensor.detach().reshape(1, -1).numpy()
-            if _nonfinite_rows(KernelArrays(_NO_BIAS[flat.dtype], flat, False, _INFINITE, _COLD)):
+            # Projected onto an infinite ball, nothing is written: the kernel counts the rows with a non-finite entry.
+            if _kernel_of(flat)(_NO_BIAS[flat.dtype], flat, False, _INFINITE, _COLD):
                 return False
         else:
             checks.append(torch.isfinite(tensor).all())
@@ -413,7 +410,7 @@ def project_l1_ball_(vectors: Tensor, radius: float | Tensor, backend: Backend =
         return vectors
     if path == "numba":
         rows = vectors.detach().numpy()
-        _project_arrays_(KernelArrays(_NO_BIAS[rows.dtype], rows, False, np.ones(1), _COLD), radii)
+        _kernel_of(rows)(_NO_BIAS[rows.dtype], rows, False, _radius_array(radii), _COLD)
         return vectors
     radii = _per_row(vectors, radii)
     # On CPU, blocks of rows small enough to stay in cache: the torch path makes several passes over |v|.
