@@ -7,14 +7,14 @@ DATA_DIR ?= data
 SHARED_DATA ?= ../shared/data
 CONFIG ?= configs/synthetic_classification.yaml
 
-.PHONY: install run test test-slow lint format data bench tensorboard clean
+.PHONY: install run test test-slow lint format data bench kernel-ir tensorboard clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -c "import torch, torchvision, lightning; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-	@# The projection kernel compiled now (a few seconds), into its cache: a first projection then loads it in ms.
+	@# The projection kernel built now (about a second), into its cache: a first projection then loads it in ms.
 	$(BIN)/python -c "from l1inf_lightning.functional import compile_kernel; print('projection path by dtype:', {str(k): v for k, v in compile_kernel().items()})"
 	touch $(STAMP)
 
@@ -53,6 +53,9 @@ data:
 
 bench: install data  ## The projection vs. a clone and the per-neuron loop, training time with vs. without it; one table of goals
 	$(BIN)/python benchmarks/bench.py
+
+kernel-ir: install  ## Write the projection kernel's shipped LLVM IR again (after editing _projection_numba.py)
+	$(BIN)/python -c "from l1inf_lightning.functional._kernel_ir import main; main()"
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir logs

@@ -3,9 +3,9 @@
 It runs the kernel benchmark of ``benchmarks/projection.py`` (every path against a clone and the per-neuron loop of
 Algorithm 1, per shape and dtype; CPU-time ratios of one thread) and the paired training-time benchmark of
 ``benchmarks/epoch_overhead.py`` (the paper's MLP and the Fashion-MNIST VGG, with the projection and without), and
-``benchmarks/startup.py`` (the first projection in a new process, compiling and cached; the import), prints their
-tables, then one table of the figures the project holds itself to: measured, goal, and whether it is met. A
-CUDA column is measured where a GPU is present and says "not measured" where not.
+``benchmarks/startup.py`` (the first projection in a new process, from an empty cache and cached; the import),
+prints their tables, then one table of the figures the project holds itself to: measured, goal, and whether it is
+met. A CUDA column is measured where a GPU is present and says "not measured" where not.
 
     python benchmarks/bench.py [--repeats 11] [--pairs 3] [--mlp-steps 300] [--vgg-steps 200] [--startup-runs 5]
         [--quick]
@@ -35,7 +35,8 @@ KERNEL_GOALS = [
 ]
 LOOP_GOAL = ((64, 28225), 20.0)
 EPOCH_GOAL = 1.05
-FIRST_PROJECTION_GOALS = {"compiling": 2.0, "cached": 0.2}  # seconds, in a new process
+# Seconds, in a new process: with an empty cache (the kernel's object code built), and with the cache it left.
+FIRST_PROJECTION_GOALS = {"building": ("empty cache", 2.0), "cached": ("cached", 0.2)}
 IMPORT_GOAL = 1.2  # import l1inf_lightning / import of the modules it brings in, without its own
 
 
@@ -119,9 +120,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
         rows.append(
             (what, f"{cpu_ratio:.3f}x ({wall_ratio:.3f}x wall)", f"<= {EPOCH_GOAL}x", "", cpu_ratio <= EPOCH_GOAL)
         )
-    for kind, goal in FIRST_PROJECTION_GOALS.items():
+    for kind, (label, goal) in FIRST_PROJECTION_GOALS.items():
         seconds = start["first"][kind]
-        what = f"first projection in a new process, {kind}"
+        what = f"first projection in a new process, {label}"
         rows.append((what, f"{seconds:.3f}s", f"< {goal:g}s", "", seconds < goal))
     ratio = start["import"]["ratio"]
     what = "import l1inf_lightning / the modules it imports"

@@ -1,10 +1,11 @@
-"""What the projection costs a new process: the first projection with compilation, the same from the cached object
-code, and what ``import l1inf_lightning`` adds to the import of the packages it builds on.
+"""What the projection costs a new process: the first projection with an empty cache (the kernel's object code built
+from the shipped IR), the same from the cached object code, and what ``import l1inf_lightning`` adds to the import
+of the packages it builds on.
 
 Each figure is the median over fresh Python processes. The first projection is the callback's first step on the
 paper's first layer (500 -> 100, float32): the finiteness check and the projection, from ``ModuleProjector``. A
-"compiling" process gets an empty cache of its own (``L1INF_CACHE_DIR`` for the kernel's object code, and
-``NUMBA_CACHE_DIR``); a "cached" one the cache a compiling one left, from which it loads the kernel without numba.
+"building" process gets an empty cache of its own (``L1INF_CACHE_DIR`` for the kernel's object code, and
+``NUMBA_CACHE_DIR``); a "cached" one the cache a building one left. Each says whether it imported numba.
 
     python benchmarks/startup.py [--runs 5]
 """
@@ -59,21 +60,21 @@ def _run(code: str, env: dict[str, str] | None = None, stdin: str | None = None)
 
 
 def first_projection_seconds(runs: int) -> dict[str, object]:
-    """Median seconds of the first projection, compiling and cached, over ``runs`` pairs of processes."""
-    compiling, cached, path, numba = [], [], "", False
+    """Median seconds of the first projection, building and cached, over ``runs`` pairs of processes."""
+    seconds = {"building": [], "cached": []}
+    numba = {"building": False, "cached": False}
+    path = ""
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as cache:
             env = {**os.environ, "L1INF_CACHE_DIR": cache, "NUMBA_CACHE_DIR": cache}
-            seconds, path, _, _ = _run(FIRST_PROJECTION, env)
-            compiling.append(float(seconds))
-            seconds, _, imported, _ = _run(FIRST_PROJECTION, env)
-            cached.append(float(seconds))
-            numba = numba or imported == "True"
+            for kind in seconds:
+                taken, path, imported, _ = _run(FIRST_PROJECTION, env)
+                seconds[kind].append(float(taken))
+                numba[kind] = numba[kind] or imported == "True"
     return {
-        "compiling": statistics.median(compiling),
-        "cached": statistics.median(cached),
+        **{kind: statistics.median(taken) for kind, taken in seconds.items()},
         "path": path,
-        "cached_numba": numba,
+        **{f"{kind}_numba": imported for kind, imported in numba.items()},
     }
 
 
@@ -103,11 +104,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, object]]:
     args = parser.parse_args(argv)
     first, imports = first_projection_seconds(args.runs), import_seconds(args.runs)
     print(f"\nA new process (median of {args.runs}; projection path: {first['path']})")
-    print(f"  first projection, compiling:  {first['compiling']:.3f} s")
-    print(
-        f"  first projection, cached:     {first['cached']:.3f} s; numba imported: "
-        f"{'yes' if first['cached_numba'] else 'no'}"
-    )
+    for kind in ("building", "cached"):
+        label = f"first projection, {kind}:"
+        print(f"  {label:<30}{first[kind]:.3f} s; numba imported: {'yes' if first[f'{kind}_numba'] else 'no'}")
     print(
         f"  import l1inf_lightning:       {imports['ours']:.3f} s; the modules it imports, without its own,"
         f" {imports['dependencies']:.3f} s ({imports['ratio']:.3f}x, paired); numba imported: "

@@ -85,7 +85,7 @@ def test_make_bench_prints_every_goal_measured_in_one_table(monkeypatch, capsys)
         "per-neuron loop / kernel at 64x28225",
         "training time, with / without: paper MLP 500-100-50-20-2, 5 steps",
         "training time, with / without: Fashion-MNIST VGG, 5 steps",
-        "first projection in a new process, compiling",
+        "first projection in a new process, empty cache",
         "first projection in a new process, cached",
         "import l1inf_lightning / the modules it imports",
     ]

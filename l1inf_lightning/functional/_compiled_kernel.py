@@ -1,15 +1,15 @@
 """The compiled kernel as object code, cached on disk and loaded without numba.
 
-numba compiles ``project_rows`` in about two seconds, and even from its own cache a new process pays for importing
-numba and building its registries (about 0.4 s). So the kernel is compiled once per dtype and machine as one C
-function of pointers (``_projection_numba.pointer_entry``), its LLVM module reduced to that function and what it
-calls (no Python or numba runtime left in it), and emitted as object code into a cache directory. A later process
-loads that object with llvmlite's MCJIT, a few milliseconds, and calls it through ctypes: numba is imported only to
-compile, or for arrays the pointer entry does not take (the dispatcher's ``project_rows`` takes those).
+The object code holds the kernel as one C function of pointers (``_kernel_ir.kernel_object``: LLVM optimizes the
+IR shipped with the package for this CPU in about half a second, or numba compiles the kernel where that IR does not
+fit, about two seconds). It is written into a cache directory once per dtype and machine; a later process loads it
+with llvmlite's MCJIT, a few milliseconds, and calls it through ctypes: numba is imported only where it compiles, or
+for arrays the pointer entry does not take (the dispatcher's ``project_rows`` takes those).
 
 The cache directory: ``L1INF_CACHE_DIR``, else ``NUMBA_CACHE_DIR``, else ``$XDG_CACHE_HOME/l1inf_lightning``
-(``~/.cache/l1inf_lightning``). An object is keyed by the kernel's source, the numba and llvmlite versions, the
-target and the host CPU with its features; one that cannot be written is used from memory.
+(``~/.cache/l1inf_lightning``). An object is keyed by the kernel's source and shipped IR, the numba and llvmlite
+versions and numba's code-generation settings, the target and the host CPU with its features; one that cannot be
+written is used from memory.
 """
 
 from __future__ import annotations
@@ -25,37 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-_ENTRY = "l1inf_project_rows"
+from l1inf_lightning.functional import _kernel_ir
+from l1inf_lightning.functional._kernel_ir import ENTRY, kernel_object, llvm_and_machine
+
 # A cache file: this, the SHA-256 of the object code, the object code.
 _MAGIC = b"l1inf-lightning kernel object\n"
-# What the object code is built from: the kernel, and this module's adapter and reduction of it.
-_SOURCES = (Path(__file__).with_name("_projection_numba.py"), Path(__file__))
+# What the object code is built from: the kernel, the IR's making and optimizing, and this module's loading of it.
+_SOURCES = (Path(__file__).with_name("_projection_numba.py"), Path(_kernel_ir.__file__), Path(__file__))
 # numba's settings that change the code it generates.
 _NUMBA_SETTINGS = ("NUMBA_OPT", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_LOOP_VECTORIZE", "NUMBA_SLP_VECTORIZE")
 # The kernel's float64 scratch for rows of d entries (`_projection_numba._WORK_PER_ENTRY` and `_PARTIALS`).
 _WORK_PER_ENTRY, _WORK_PARTIALS = 5, 2200
-# A C entry with numba's calling convention behind it: numba's function returns a status and writes its result.
-# `NRT_MemInfo_call_dtor` is numba's reference counting's last step; arrays on the caller's pointers have no
-# reference count, so it is never called: here it traps rather than reach numba's runtime.
-_ADAPTER = """
-declare i32 @"{inner}"(ptr, ptr, {types})
-define void @NRT_MemInfo_call_dtor(ptr %meminfo) {{
-  call void @llvm.trap()
-  unreachable
-}}
-declare void @llvm.trap()
-define i64 @{entry}({arguments}) {{
-entry:
-  %result = alloca i64
-  %exception = alloca ptr
-  store i64 -1, ptr %result
-  %status = call i32 @"{inner}"(ptr %result, ptr %exception, {arguments})
-  %value = load i64, ptr %result
-  %ok = icmp eq i32 %status, 0
-  %returned = select i1 %ok, i64 %value, i64 -1
-  ret i64 %returned
-}}
-"""
 _P, _N = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURE = ctypes.CFUNCTYPE(_N, _P, _P, _N, _N, _N, _P, _N, _P, _N, _P)
 
@@ -72,32 +52,6 @@ def _scratch(weight: np.ndarray, has_bias: bool, radii: np.ndarray) -> np.ndarra
     return np.empty(work_size(weight.shape[1] + bool(has_bias)))
 
 
-@functools.cache
-def _binding():
-    """The binding of llvmlite, with the native target ready."""
-    import llvmlite.binding as llvm
-
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    return llvm
-
-
-def _llvm():
-    """The binding of llvmlite and a new target machine for this CPU, with numba's settings.
-
-    A new one each time: an execution engine owns the machine it is given, and frees it with itself.
-    """
-    llvm = _binding()
-    machine = llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(),
-        features=llvm.get_host_cpu_features().flatten(),
-        opt=3,
-        reloc="default",
-        codemodel="jitdefault",
-    )
-    return llvm, machine
-
-
 def cache_dir() -> Path:
     """Where compiled objects are kept (see the module's docstring)."""
     for variable in ("L1INF_CACHE_DIR", "NUMBA_CACHE_DIR"):
@@ -108,10 +62,10 @@ def cache_dir() -> Path:
 
 def cache_path(dtype: np.dtype) -> Path:
     """The object file of the kernel for ``dtype`` on this machine, with these versions of the kernel and compiler."""
-    llvm = _binding()
+    llvm = _kernel_ir._binding()
     key = hashlib.sha256()
-    for source in _SOURCES:
-        key.update(source.read_bytes())
+    for source in (*_SOURCES, _kernel_ir.shipped_path(dtype)):
+        key.update(source.read_bytes() if source.exists() else b"")
     for part in (
         *(f"{name}={os.environ.get(name, '')}" for name in _NUMBA_SETTINGS),
         importlib.metadata.version("numba"),
@@ -132,40 +86,6 @@ def _checked(data: bytes) -> bytes | None:
     return code if data[:start] == _MAGIC + hashlib.sha256(code).digest() else None
 
 
-def kernel_object(dtype: np.dtype) -> bytes:
-    """Compile the kernel for ``dtype`` with numba and return it as object code holding one C function, ``_ENTRY``.
-
-    Raises RuntimeError if the module still needs a symbol from outside (numba's or Python's runtime).
-    """
-    from l1inf_lightning.functional._projection_numba import pointer_entry
-
-    llvm, machine = _llvm()
-    compiled = pointer_entry(np.dtype(dtype))
-    module = llvm.parse_assembly(compiled.inspect_llvm())
-    # numba's C wrapper ("cfunc.<name>") converts errors to Python exceptions; the adapter calls the function behind.
-    inner = compiled.native_name.removeprefix("cfunc.")
-    types = [str(argument.type) for argument in list(module.get_function(inner).arguments)[2:]]
-    arguments = ", ".join(f"{kind} %a{index}" for index, kind in enumerate(types))  # its parameters, passed on
-    text = _ADAPTER.format(inner=inner, entry=_ENTRY, types=", ".join(types), arguments=arguments)
-    adapter = llvm.parse_assembly(text)
-    adapter.triple, adapter.data_layout = module.triple, module.data_layout
-    module.link_in(adapter)
-    for value in [*module.functions, *module.global_variables]:
-        if not value.is_declaration and value.name != _ENTRY:
-            value.linkage = "internal"
-    passes = llvm.create_new_module_pass_manager()
-    passes.add_global_dead_code_eliminate_pass()
-    passes.run(module, llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(speed_level=3)))
-    outside = [
-        value.name
-        for value in [*module.functions, *module.global_variables]
-        if value.is_declaration and not value.name.startswith("llvm.")
-    ]
-    if outside:
-        raise RuntimeError(f"The compiled kernel needs symbols from outside: {outside}")
-    return machine.emit_object(module)
-
-
 class CompiledRows:
     """The kernel for one dtype, loaded from object code: ``project_rows`` of ``_projection_numba``, via ctypes.
 
@@ -174,13 +94,13 @@ class CompiledRows:
     """
 
     def __init__(self, dtype: np.dtype, code: bytes) -> None:
-        llvm, machine = _llvm()
+        llvm, machine = llvm_and_machine()
         self.dtype = np.dtype(dtype)
         # The engine owns the code's memory: it lives as long as this object.
         self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
         self._engine.add_object_file(llvm.ObjectFileRef.from_data(code))
         self._engine.finalize_object()
-        self._function = _SIGNATURE(self._engine.get_function_address(_ENTRY))
+        self._function = _SIGNATURE(self._engine.get_function_address(ENTRY))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.dtype.name})"

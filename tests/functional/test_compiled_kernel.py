@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import subprocess
@@ -253,18 +254,98 @@ FIRST_PROJECTION = textwrap.dedent(
 
 
 @numba_only
-def test_a_new_process_loads_the_cached_object_without_numba(tmp_path) -> None:
+@pytest.mark.parametrize("shipped", [True, False])
+def test_a_new_process_builds_the_object_once_and_then_loads_it_without_numba(shipped: bool, tmp_path) -> None:
+    # From the shipped IR numba is not needed at all; without it (an edited kernel, say) numba compiles, once.
     env = {**os.environ, "L1INF_CACHE_DIR": str(tmp_path)}
+    no_ir = (
+        "" if shipped else "from l1inf_lightning.functional import _kernel_ir; _kernel_ir.shipped_ir = lambda d: None"
+    )
 
-    def first_projection() -> list[str]:
-        process = subprocess.run(
-            [sys.executable, "-c", FIRST_PROJECTION], env=env, capture_output=True, text=True, check=True
-        )
+    def first_projection(prelude: str) -> list[str]:
+        code = prelude + "\n" + FIRST_PROJECTION
+        process = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         return process.stdout.split()
 
-    *compiled, numba_when_compiling = first_projection()
-    assert numba_when_compiling == "True"
+    *built, numba_when_building = first_projection(no_ir)
+    assert numba_when_building == str(not shipped)
     assert [path.suffix for path in tmp_path.iterdir()] == [".kernel"]
-    *loaded, numba_when_loading = first_projection()
+    *loaded, numba_when_loading = first_projection("")
     assert numba_when_loading == "False"
-    assert loaded == compiled
+    assert loaded == built
+
+
+@numba_only
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_shipped_ir_is_the_kernels_and_builds_the_same_code_as_numba(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fails after an edit of `_projection_numba.py` until `make kernel-ir` writes the IR again.
+    from l1inf_lightning.functional import _compiled_kernel, _kernel_ir
+
+    assert _kernel_ir.shipped_ir(np.dtype(dtype)) is not None, "the shipped IR is stale: run `make kernel-ir`"
+    from_ir = _compiled_kernel.CompiledRows(np.dtype(dtype), _kernel_ir.kernel_object(np.dtype(dtype)))
+    monkeypatch.setattr(_kernel_ir, "shipped_ir", lambda dtype: None)
+    by_numba = _compiled_kernel.CompiledRows(np.dtype(dtype), _kernel_ir.kernel_object(np.dtype(dtype)))
+    for has_bias, (rows, fan_in) in [(True, (40, 7)), (False, (24, 501)), (True, (6, 3000))]:
+        weight, bias, radii = rows_case(dtype, rows, fan_in, seed=fan_in)
+        results = []
+        for kernel in (from_ir, by_numba):
+            w, b, t = weight.copy(), bias.copy(), np.zeros(rows)
+            results.append((kernel(b, w, has_bias, radii, t), w, b, t))
+        (count, w, b, t), (count2, w2, b2, t2) = results
+        assert count == count2 == 0
+        assert np.array_equal(w, w2) and np.array_equal(b, b2) and np.array_equal(t, t2)
+        assert not np.array_equal(w, weight)
+
+
+def _write_ir(directory, text: str, dtype=np.float32) -> None:
+    from l1inf_lightning.functional import _kernel_ir
+
+    (directory / _kernel_ir.shipped_path(np.dtype(dtype)).name).write_bytes(gzip.compress(text.encode()))
+
+
+@numba_only
+def test_shipped_ir_that_does_not_fit_is_not_used(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from l1inf_lightning.functional import _kernel_ir
+
+    text = _kernel_ir.shipped_ir(np.dtype(np.float32))
+    digest = _kernel_ir.source_digest()
+    monkeypatch.setattr(_kernel_ir, "SHIPPED", tmp_path)
+    assert _kernel_ir.shipped_ir(np.dtype(np.float32)) is None  # none shipped
+    _write_ir(tmp_path, text)
+    assert _kernel_ir.shipped_ir(np.dtype(np.float32)) == text
+    _write_ir(tmp_path, text.replace(digest, "0" * len(digest)))  # made from another kernel
+    assert _kernel_ir.shipped_ir(np.dtype(np.float32)) is None
+    _write_ir(tmp_path, text.replace(f"; architecture: {_kernel_ir._architecture()}", "; architecture: riscv64"))
+    assert _kernel_ir.shipped_ir(np.dtype(np.float32)) is None
+    (tmp_path / _kernel_ir.shipped_path(np.dtype(np.float32)).name).write_bytes(b"\x1f\x8b damaged")
+    assert _kernel_ir.shipped_ir(np.dtype(np.float32)) is None
+    # Fresh, but IR this LLVM cannot read: numba compiles the kernel instead.
+    _write_ir(tmp_path, text.split("; ModuleID")[0] + "define i64 @l1inf_project_rows( not IR")
+    llvm, machine = _kernel_ir.llvm_and_machine()
+    assert _kernel_ir.shipped_ir(np.dtype(np.float32)) is not None
+    assert _kernel_ir._from_shipped(llvm, machine, np.dtype(np.float32)) is None
+    weight = np.array([[3.0, -1.0]], np.float32)
+    from l1inf_lightning.functional._compiled_kernel import CompiledRows
+
+    kernel = CompiledRows(np.dtype(np.float32), _kernel_ir.kernel_object(np.dtype(np.float32)))
+    assert kernel(np.empty(0, np.float32), weight, False, np.ones(1), np.empty(0)) == 0
+    assert weight.tolist() == [[1.0, 0.0]]
+
+
+@numba_only
+def test_make_kernel_ir_writes_numbas_unoptimized_ir_with_its_digest(tmp_path, monkeypatch) -> None:
+    from l1inf_lightning.functional import _kernel_ir
+
+    with pytest.raises(RuntimeError, match="NUMBA_OPT=0"):  # numba here optimizes: not what is shipped
+        _kernel_ir.write_shipped(tmp_path, ("float32",))
+    arguments = ["--out", str(tmp_path), "--dtypes", "float32"]
+    code = f"from l1inf_lightning.functional._kernel_ir import main; main({arguments!r})"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env={**os.environ, "NUMBA_OPT": "3"})
+    monkeypatch.setattr(_kernel_ir, "SHIPPED", tmp_path)
+    text = _kernel_ir.shipped_ir(np.dtype(np.float32))
+    assert text is not None and f"; digest: {_kernel_ir.source_digest()}" in text
+    assert "NUMBA_OPT=0" in text.splitlines()[3]
+    # Before optimization: numba's helpers are still separate functions, and no loop is vectorized yet.
+    assert text.count("\ndefine ") > 5 and "<8 x float>" not in text and "<4 x float>" not in text
