@@ -21,6 +21,7 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from l1inf_lightning.functional import ModuleProjector, all_finite, check_radius
+from l1inf_lightning.functional.layer_projection import project_compiled_layers_
 from l1inf_lightning.functional.network import affine_layers
 from l1inf_lightning.functional.schedule import annealed_radius
 from l1inf_lightning.models.components.scaled_linear import ScaledLinear
@@ -397,10 +398,14 @@ class L1InfProjection(Callback):
         if not layers:
             return
         projectors = self._projectors_for(layers)
-        device = None
-        if not all(projector.compiled() for projector in projectors):
-            parameters = [p for module, _ in layers.values() for p in module.parameters(recurse=False)]
-            device = next((p.device for p in parameters if p.is_cuda), None)
+        radii = [self._radius_at(radius, step) for _, radius in layers.values()]
+        projected = project_compiled_layers_(projectors, radii)  # on CPU: the kernel checks, then projects
+        if projected is not None:
+            if not projected:
+                self._raise_not_finite(layers, self.num_projections)
+            return
+        parameters = [p for module, _ in layers.values() for p in module.parameters(recurse=False)]
+        device = next((p.device for p in parameters if p.is_cuda), None)
         if device is not None:
             # Asking the GPU whether the weights are finite would stall the training loop at every step: each step's
             # answer is copied to the host without waiting, and read at a later step once it has arrived (all of
@@ -418,9 +423,9 @@ class L1InfProjection(Callback):
             for projector in projectors:  # every layer checked before any is written: a failure changes nothing
                 if not projector.all_finite():
                     self._raise_not_finite(layers, self.num_projections)
-        for projector, (_, radius) in zip(projectors, layers.values(), strict=True):
+        for projector, radius in zip(projectors, radii, strict=True):
             # In place, bias and weight where they are; stored rows end inside the ball in their own dtype.
-            projector.project_(self._radius_at(radius, step))
+            projector.project_(radius)
 
     def _projectors_for(self, layers: dict[str, tuple[nn.Module, float]]) -> list[ModuleProjector]:
         """The layers' projectors, made once per fit (each refreshes itself when its layer's parameters change)."""

@@ -3,6 +3,7 @@ r"""A layer's neurons projected in place, once (:func:`project_module_`) or ever
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from l1inf_lightning.functional.projection import (
     projection_backend,
 )
 
-__all__ = ["ModuleProjector", "project_module_"]
+__all__ = ["ModuleProjector", "project_compiled_layers_", "project_module_"]
 
 
 class ModuleProjector:
@@ -95,7 +96,10 @@ class ModuleProjector:
 
     def project_(self, radius: float | Tensor) -> None:
         """Project every neuron onto the L1 ball of ``radius`` (a positive number or inf, or one per neuron)."""
-        arrays = self._refresh()
+        self._project_(self._refresh(), radius)
+
+    def _project_(self, arrays: KernelArrays | None, radius: float | Tensor) -> None:
+        """``project_`` with the layer's arrays as ``_refresh`` returned them."""
         if arrays is not None:
             # A positive finite float (the callback's radius, at every step) needs no checks.
             if type(radius) is not float or not 0.0 < radius < math.inf:
@@ -109,6 +113,26 @@ class ModuleProjector:
             vectors = neuron_vectors(self.module).to(self.module.weight.dtype)
             backend = "torch" if self.backend == "auto" else self.backend
             load_neuron_vectors_(self.module, project_l1_ball_(vectors, radius, backend))
+
+
+def project_compiled_layers_(projectors: Sequence[ModuleProjector], radii: Sequence[float | Tensor]) -> bool | None:
+    """Check that every layer is finite, then project each onto its radius, where the kernel projects them all.
+
+    What ``L1InfProjection`` runs after each optimizer step on CPU: the same as ``all_finite`` of every projector, then
+    ``project_`` of each, with each layer's arrays worked out once for both (nothing can change the layers between).
+
+    Returns:
+        None, with nothing done, where a layer is not on the kernel's path (the caller checks and projects it another
+        way); False, with nothing written, where a layer has a weight or bias that is not finite; True once projected.
+    """
+    layers = [projector._refresh() for projector in projectors]
+    if None in layers:
+        return None
+    if any(arrays.check() for arrays in layers):  # every layer checked before any is written
+        return False
+    for projector, arrays, radius in zip(projectors, layers, radii, strict=True):
+        projector._project_(arrays, radius)
+    return True
 
 
 def _layer_arrays(weight: Tensor, bias: Tensor | None, backend: Backend) -> KernelArrays | None:

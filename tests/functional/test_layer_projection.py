@@ -19,6 +19,7 @@ from l1inf_lightning.functional import (
     project_module_,
     projection_backend,
 )
+from l1inf_lightning.functional.layer_projection import project_compiled_layers_
 
 numba_only = pytest.mark.skipif(projection_backend(torch.ones(1, 1)) != "numba", reason="needs numba")
 LAYERS = {
@@ -184,6 +185,38 @@ def test_a_projector_checks_finiteness_of_weight_and_bias() -> None:
         layer.bias[1] = 0.0
         layer.weight[2, 4] = math.nan
     assert not projector.all_finite()
+
+
+@numba_only
+def test_compiled_layers_are_all_checked_then_projected_as_each_projector_would() -> None:
+    layers = [make_layer("linear", seed=1), make_layer("conv2d", seed=2), make_layer("linear-no-bias", seed=3)]
+    alone = [make_layer("linear", seed=1), make_layer("conv2d", seed=2), make_layer("linear-no-bias", seed=3)]
+    projectors, singles = [ModuleProjector(m) for m in layers], [ModuleProjector(m) for m in alone]
+    radii = [0.2, 0.5, 0.3]
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):  # warm starts kept alike, step after step
+        assert project_compiled_layers_(projectors, radii) is True
+        for projector, radius in zip(singles, radii, strict=True):
+            projector.project_(radius)
+        assert all(bits_equal(a, b) for a, b in zip(layers, alone, strict=True))
+        assert all(inside_exactly(m, r) for m, r in zip(layers, radii, strict=True))
+        for a, b in zip(layers, alone, strict=True):
+            sgd_like_step_(a, generator, 0.05)
+            b.load_state_dict(a.state_dict())
+    # A layer that is not finite: nothing written, in any layer (the first is outside its ball).
+    with torch.no_grad():
+        layers[2].weight[1, 3] = math.nan
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in layers]
+    assert float(l1inf_norm(layers[0])) > radii[0]
+    assert project_compiled_layers_(projectors, radii) is False
+    for module, state in zip(layers, before, strict=True):
+        for name, value in module.state_dict().items():
+            torch.testing.assert_close(value, state[name], rtol=0, atol=0, equal_nan=True)
+    # A layer the kernel does not take (half precision): nothing done, the caller projects another way.
+    half = make_layer("linear", torch.float16)
+    half_before = half.weight.clone()
+    assert project_compiled_layers_([projectors[0], ModuleProjector(half)], [0.2, 0.2]) is None
+    assert torch.equal(half.weight, half_before) and float(l1inf_norm(layers[0])) > radii[0]
 
 
 def test_a_projector_rejects_bad_input_and_leaves_the_layer_alone() -> None:
