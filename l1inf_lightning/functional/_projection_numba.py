@@ -34,6 +34,7 @@ _TINY = float(np.finfo(np.float64).smallest_subnormal)
 # Sums of magnitudes may be reassociated (SIMD): their error bound below holds for any order of summation.
 _REASSOC = {"reassoc"}
 _I32 = ir.IntType(32)
+_NO_ENTRY = np.iinfo(np.int64).max
 # Michelot passes over the whole row before the survivors are compacted (one compacting pass costs about eight)...
 _FULL_PASSES = 8
 # ... unless the row's float64 magnitudes overflow the first-level cache (16 KiB): then as soon as half are gone.
@@ -210,6 +211,26 @@ def _sum_above(values, n, theta):  # pragma: no cover - compiled
     return count, total
 
 
+@numba.njit(**_INNER, fastmath=_REASSOC)
+def _sum_above_least(values, n, theta):  # pragma: no cover - compiled
+    """``_sum_above``, and the bits of the least entry above ``theta`` (int64 max for none); vectorizes.
+
+    The entries are at least 0, so their bits as int64 are in their order: an integer minimum, which needs no
+    fastmath flag to vectorize.
+    """
+    count = 0
+    total = 0.0
+    least = _NO_ENTRY
+    for i in range(n):
+        y = values[i]
+        above = y > theta
+        count += above
+        total += y if above else 0.0
+        bits = _bits(y) | ((np.int64(above) - 1) & _NO_ENTRY)  # no select here: LLVM's would not vectorize
+        least = bits if bits < least else least
+    return count, total, least
+
+
 @numba.njit(**_INNER)
 def _michelot_threshold(a, d, radius, total, buffer, start, count, kept):  # pragma: no cover - compiled
     r"""Michelot's (1986) fixed point :math:`\theta \leftarrow (\sum_{a_p > \theta} a_p - c) / \#\{a_p > \theta\}`.
@@ -217,32 +238,37 @@ def _michelot_threshold(a, d, radius, total, buffer, start, count, kept):  # pra
     Each step is Newton's on the convex, decreasing, piecewise linear :math:`f(\theta) = \sum_p (a_p - \theta)_+
     - c`, so from any start with some entry above it the first step lands at or below :math:`\theta^*`, and from there
     the iterates increase and the active sets shrink (nested); it ends when a pass keeps every entry of the previous
-    active set. ``start`` is the previous step's :math:`\theta` of this neuron (``count`` entries above it, summing to
-    ``kept``), or 0 for none: then it starts at :math:`\theta_0 = (\|a\|_1 - c) / d`, below :math:`\theta^*`.
+    active set. ``start``: where the search starts, any :math:`\theta \ge 0` (``count`` entries of ``a`` above it,
+    summing to ``kept``, counted by the load pass): this neuron's threshold of the previous step, or the previous
+    row's of this call, or 0 (Newton's step from 0 is :math:`(\|a\|_1 - c)` over the count of nonzero entries).
 
-    The passes vectorize over the whole cached row (a branch-free pass costs about an eighth of a compacting one):
-    a trained layer's sparse rows take four or five from a cold start, two or three from a warm one (the load pass
-    counts the entries above ``start``). Only a row that needs more than ``_FULL_PASSES`` has its survivors compacted
-    into ``buffer`` (Condat's variant), so that its later passes run over those alone. The threshold returned is
-    computed from a pass over the whole row, whatever the start.
+    Each pass also finds the least entry above :math:`\theta`: where none lies between :math:`\theta` and the step,
+    the step is the fixed point, with no pass to confirm it. The passes vectorize over the whole cached row (a
+    branch-free pass costs about an eighth of a compacting one): from 0, a Gaussian row takes two or three; from the
+    previous row's threshold one or two; from the previous step's, one where the active set did not change. Only a
+    row that needs more than ``_FULL_PASSES`` has its survivors compacted into ``buffer`` (Condat's variant), so
+    that its later passes run over those alone. The threshold returned is computed from a pass over the whole row,
+    whatever the start.
     """
-    if start > 0.0 and count > 0:
-        theta = (kept - radius) / count  # Newton's step from the previous theta: at or below theta* but for rounding
+    if count > 0:
+        # Newton's step from the start: at or below theta* but for rounding. The sets above the start and above
+        # theta are nested (either way), so a first pass that keeps ``count`` entries keeps the same ones.
+        theta = (kept - radius) / count
     else:
         theta = (total - radius) / d
-    count = -1
+        count = -1
     for _ in range(_FULL_PASSES):
-        active, kept = _sum_above(a, d, theta)
+        active, kept, least = _sum_above_least(a, d, theta)
         if active == 0:
             return theta
-        if active == count:
-            # The last two passes kept the same entries: theta is theirs, computed from this pass's sum over the
-            # whole row, so a warm and a cold start end on the same bits.
-            return (kept - radius) / active
+        step = (kept - radius) / active
+        if active == count or step <= theta or _from_bits(least) > step:
+            # The entries above the step are this pass's (the last pass kept as many, nested; or none of them lies
+            # between theta and the step): the step is the fixed point, computed from this pass's sum over the whole
+            # row, so a warm and a cold start end on the same bits. A step below theta is rounding's.
+            return step
         count = active
-        # Rounding may nudge theta down; keeping it monotone keeps the active sets nested, so the loop ends.
-        step = (kept - radius) / count
-        theta = step if step > theta else theta
+        theta = step  # the iterates increase, the active sets are nested, so the loop ends
         if d > _CACHED_ROW and 2 * count < d:
             break  # a row beyond the first-level cache: its survivors are worth compacting once half are gone
     n, kept = _keep_above(a, d, theta, buffer)  # everything else is at or below theta from now on
@@ -276,6 +302,17 @@ def _set_rounding(typingctx, mode):  # pragma: no cover - compiled
     return types.none(mode), codegen
 
 
+@intrinsic
+def _in_dtype_of(typingctx, values, value):  # pragma: no cover - compiled
+    """``value`` converted to the dtype of the array ``values`` (in the thread's rounding mode)."""
+    dtype = values.dtype
+
+    def codegen(context, builder, signature, args):
+        return context.cast(builder, args[1], signature.args[1], dtype)
+
+    return dtype(values, value), codegen
+
+
 @numba.njit(**_INNER, fastmath=_REASSOC)
 def _write_shrunk(values, magnitudes, theta):  # pragma: no cover - compiled
     r"""``values[i] = sign(values[i]) * (magnitudes[i] - theta)_+`` in the array's dtype; run in rounding toward zero.
@@ -289,8 +326,9 @@ def _write_shrunk(values, magnitudes, theta):  # pragma: no cover - compiled
     total = 0.0
     for i in range(values.shape[0]):
         difference = magnitudes[i] - theta
-        values[i] = np.copysign(difference if difference > 0.0 else 0.0, values[i])
-        total += abs(np.float64(values[i]))
+        stored = _in_dtype_of(values, difference if difference > 0.0 else 0.0)
+        values[i] = np.copysign(stored, values[i])  # the sign's bit set in the stored dtype: no conversion of values[i]
+        total += np.float64(stored)
     return total
 
 
@@ -326,7 +364,7 @@ def project_rows(bias, weight, has_bias, radii, thetas):  # pragma: no cover - c
 
     ``thetas``: one float64 per row, the threshold of the row's last projection (0: none yet), where Michelot's
     passes start and where the threshold this projection wrote with is kept (a row left inside keeps its entry);
-    or an empty array, for cold starts.
+    or an empty array, for cold starts. A row with none starts from the threshold of the row projected before it.
 
     Returns the number of rows with a NaN or infinite entry, which are left as they are: with an infinite radius
     nothing is written, so it is the finiteness check of the rows.
@@ -348,6 +386,7 @@ def _project_rows(bias, weight, has_bias, radii, thetas, work):  # pragma: no co
     rows, fan_in = weight.shape
     d = fan_in + (1 if has_bias else 0)
     warm = thetas.shape[0] == rows
+    previous = 0.0  # the last threshold of this call: a cold row's search starts there (rows of a layer are alike)
     a = work[:d]
     buffer = work[d : 3 * d]
     scratch = work[3 * d : 5 * d]
@@ -359,7 +398,7 @@ def _project_rows(bias, weight, has_bias, radii, thetas, work):  # pragma: no co
         if radius == np.inf:
             nonfinite += not (all_finite(weight[j]) and (not has_bias or all_finite(bias[j : j + 1])))
             continue
-        start = thetas[j] if warm else 0.0
+        start = thetas[j] if warm and thetas[j] > 0.0 else previous
         total, count, kept = _load_magnitudes(bias, weight, j, has_bias, a, start)
         if not np.isfinite(total):  # left as it is (the callback reports it)
             nonfinite += not (all_finite(weight[j]) and (not has_bias or all_finite(bias[j : j + 1])))
@@ -384,6 +423,7 @@ def _project_rows(bias, weight, has_bias, radii, thetas, work):  # pragma: no co
             excess = total - radius if total > radius else 0.0
             theta += (excess + extra) / (nonzeros if nonzeros > 1 else 1)
             extra *= 2.0
+        previous = theta
         if warm:
             thetas[j] = theta
     return nonfinite

@@ -106,6 +106,33 @@ def test_the_kernel_from_any_start_writes_the_cold_starts_bits(dtype: type) -> N
 
 
 @numba_only
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_rows_projection_does_not_depend_on_the_rows_projected_before_it(dtype: type) -> None:
+    # A row with no threshold of its own starts from the previous row's: a start far above its entries, far below,
+    # or after a row left inside or not finite, must give the bits of the row projected alone (from 0).
+    from l1inf_lightning.functional import _projection_numba as kernel
+
+    rng = np.random.default_rng(11)
+    rows, fan_in = 40, 120
+    scales = 10.0 ** rng.uniform(-3, 3, rows)
+    weight = (rng.standard_normal((rows, fan_in)) * (rng.random((rows, fan_in)) < 0.6) * scales[:, None]).astype(dtype)
+    bias = (rng.standard_normal(rows) * scales).astype(dtype)
+    weight[5], bias[5] = 0.0, 0.0  # inside
+    weight[9, 3] = np.nan  # left as it is
+    radius = np.array([0.2 * float(np.nanmedian(np.abs(weight).sum(axis=1)))])
+    alone_bias, alone_weight = bias.copy(), weight.copy()
+    for j in range(rows):
+        kernel.project_rows(alone_bias[j : j + 1], alone_weight[j : j + 1], True, radius, np.zeros(0))
+    inside = np.abs(weight).sum(axis=1) + np.abs(bias) <= radius[0]
+    assert 0 < inside.sum() < rows - 5  # rows inside and outside, so the starts vary
+    for thetas in (np.zeros(0), np.zeros(rows)):
+        together_bias, together_weight = bias.copy(), weight.copy()
+        assert kernel.project_rows(together_bias, together_weight, True, radius, thetas) == 1
+        assert np.array_equal(together_weight, alone_weight, equal_nan=True)
+        assert np.array_equal(together_bias, alone_bias)
+
+
+@numba_only
 @settings(max_examples=100, deadline=None, database=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
