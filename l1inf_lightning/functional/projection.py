@@ -337,7 +337,7 @@ def _kernel_of(rows: np.ndarray) -> Callable[..., int]:
 
 def _radius_array(radii: float | Tensor) -> np.ndarray:
     """The kernel's radius argument: one radius, or a float64 CPU tensor with one per row (contiguous)."""
-    return np.ascontiguousarray(radii.numpy()) if isinstance(radii, Tensor) else np.full(1, radii)
+    return np.ascontiguousarray(radii.numpy()) if isinstance(radii, Tensor) else np.array((float(radii),))
 
 
 def _project_arrays_(arrays: KernelArrays, radii: float | Tensor) -> None:
@@ -385,7 +385,6 @@ def _check_vectors(vectors: Tensor) -> None:
         raise ValueError(f"Expected `vectors` to have a floating dtype, got {vectors.dtype}")
 
 
-@torch.no_grad()
 def project_l1_ball_(vectors: Tensor, radius: float | Tensor, backend: Backend = "auto") -> Tensor:
     """Project each row of ``vectors`` onto the L1 ball of ``radius`` in place and return it.
 
@@ -408,15 +407,16 @@ def project_l1_ball_(vectors: Tensor, radius: float | Tensor, backend: Backend =
     path = projection_backend(vectors, backend)
     if radii is None or vectors.numel() == 0:
         return vectors
-    if path == "numba":
-        rows = vectors.detach().numpy()
+    if path == "numba":  # autograd records nothing here: no `torch.no_grad` to enter (a microsecond a call)
+        rows = (vectors.detach() if vectors.requires_grad else vectors).numpy()
         _kernel_of(rows)(_NO_BIAS[rows.dtype], rows, False, _radius_array(radii), _COLD)
         return vectors
-    radii = _per_row(vectors, radii)
-    # On CPU, blocks of rows small enough to stay in cache: the torch path makes several passes over |v|.
-    block = vectors.shape[0] if vectors.is_cuda else max(1, _CPU_BLOCK_ELEMENTS // vectors.shape[1])
-    for start in range(0, vectors.shape[0], block):
-        _project_rows_torch_(vectors[start : start + block], radii[start : start + block])
+    with torch.no_grad():
+        radii = _per_row(vectors, radii)
+        # On CPU, blocks of rows small enough to stay in cache: the torch path makes several passes over |v|.
+        block = vectors.shape[0] if vectors.is_cuda else max(1, _CPU_BLOCK_ELEMENTS // vectors.shape[1])
+        for start in range(0, vectors.shape[0], block):
+            _project_rows_torch_(vectors[start : start + block], radii[start : start + block])
     return vectors
 
 
