@@ -282,7 +282,9 @@ def _michelot_threshold(a, d, radius, total, buffer, start, count, kept):  # pra
         count = active
         if 4 * count < n:  # most survivors are gone: compact again, so that later passes are short
             n, kept = _keep_above(buffer, n, theta, buffer)
-    active, kept = _sum_above(a, d, theta)  # the final theta from a pass over the whole row, as above
+    # The final theta from a pass over the whole row, as above, and by the same function: LLVM may vectorize two
+    # reductions in different orders (it does for AVX2), and a start must not change the bits.
+    active, kept, _ = _sum_above_least(a, d, theta)
     return (kept - radius) / active if active > 0 else theta
 
 
@@ -410,8 +412,9 @@ def _project_rows(bias, weight, has_bias, radii, thetas, work):  # pragma: no co
         theta = _michelot_threshold(a, d, radius, total, buffer, start, count, kept)
         theta = 0.0 if 0.0 > theta else theta
         # Rounded toward zero, the row is almost always inside; the exact check settles the rest. Each miss raises
-        # theta by the measured excess per nonzero entry plus a step that starts at an ulp of c and doubles.
-        extra = _EPS * radius
+        # theta by the measured excess per nonzero entry plus a step that starts at an ulp of c (at least the least
+        # subnormal: for a subnormal c, eps c is 0) and doubles.
+        extra = _EPS * radius if _EPS * radius > _TINY else _TINY
         for _ in range(1100):
             total = _write_row(bias, weight, j, has_bias, a, theta)
             # Summed toward zero, the float64 sum is within (d - 1) eps of the exact one: `margin` still covers it.

@@ -42,6 +42,7 @@ _NUMBA_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _TORCH_DTYPES = {np.dtype(np_dtype): dtype for dtype, np_dtype in _NUMBA_DTYPES.items()}
 _BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 _EPS64 = torch.finfo(torch.float64).eps
+_TINY64 = math.ulp(0.0)  # the least subnormal float64
 # Where LLVM lowers `llvm.set.rounding`, which the compiled kernel needs (`platform.machine()` names).
 _KERNEL_MACHINES = ("x86_64", "AMD64", "aarch64", "arm64")
 _CPU_BLOCK_ELEMENTS = 1 << 16  # the torch path's rows per block: 512 KiB of float64, so a block stays in cache
@@ -197,7 +198,8 @@ def _sorted_threshold(magnitudes: Tensor, radii: Tensor) -> tuple[Tensor, Tensor
     radii = radii.unsqueeze(1)
     candidates = (cumulative - radii) / ranks
     theta = candidates.amax(dim=1).clamp_min(0)
-    upper = (candidates + 4 * _EPS64 * (cumulative + radii)).amax(dim=1).clamp_min(0)
+    # (plus the least subnormal: below the normal range a rounding error is absolute, not relative)
+    upper = (candidates + (4 * _EPS64 * (cumulative + radii) + _TINY64)).amax(dim=1).clamp_min(0)
     return theta, upper
 
 
@@ -235,7 +237,7 @@ def _projected(magnitudes: Tensor, radii: Tensor, signs: Tensor) -> Tensor:
         return shrunk
     rows = unsure.nonzero().squeeze(1)
     over = rows[_exceeds_exactly(written[rows], radii[rows])]
-    extra = _EPS64 * radii
+    extra = (_EPS64 * radii).clamp_min(_TINY64)  # for a subnormal c, eps c is 0: theta would never rise
     while over.numel():
         # As the numba path: raise theta by the excess per nonzero entry plus a step from an ulp of c, doubling.
         nonzeros = (written[over] != 0).sum(dim=1).clamp_min(1)
@@ -280,7 +282,7 @@ def _radii(vectors: Tensor, radius: float | Tensor) -> float | Tensor | None:
     The tensor is on ``vectors``' device.
     """
     if isinstance(radius, Tensor) and radius.numel() != 1:
-        radii = radius.to(device=vectors.device, dtype=torch.float64).reshape(-1)
+        radii = radius.detach().to(device=vectors.device, dtype=torch.float64).reshape(-1)
         if radii.shape[0] != vectors.shape[0]:
             raise ValueError(
                 f"Expected `radius` to hold one value per row ({vectors.shape[0]}), got shape {tuple(radius.shape)}"

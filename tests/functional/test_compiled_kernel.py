@@ -349,3 +349,32 @@ def test_make_kernel_ir_writes_numbas_unoptimized_ir_with_its_digest(tmp_path, m
     assert "NUMBA_OPT=0" in text.splitlines()[3]
     # Before optimization: numba's helpers are still separate functions, and no loop is vectorized yet.
     assert text.count("\ndefine ") > 5 and "<8 x float>" not in text and "<4 x float>" not in text
+
+
+def _has_avx2() -> bool:
+    from l1inf_lightning.functional._kernel_ir import _binding
+
+    return "+avx2" in _binding().get_host_cpu_features().flatten().split(",")
+
+
+@numba_only
+@pytest.mark.skipif(not _has_avx2(), reason="needs an x86-64 CPU with AVX2")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_built_for_avx2_a_long_rows_bits_do_not_depend_on_its_start(dtype: type, monkeypatch) -> None:
+    # Built for another vector width, LLVM may order two reductions differently: the threshold must come from the
+    # same pass whichever way the search ended (from 0 a long row is compacted; from near its threshold it is not).
+    from l1inf_lightning.functional._compiled_kernel import CompiledRows
+    from l1inf_lightning.functional._kernel_ir import kernel_object
+
+    monkeypatch.setenv("NUMBA_CPU_NAME", "haswell")
+    kernel = CompiledRows(np.dtype(dtype), kernel_object(np.dtype(dtype)))
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((60, 3000)).astype(dtype)
+    radius = np.array([0.3 * float(np.median(np.abs(weight).sum(axis=1)))])
+    cold_weight, thetas = weight.copy(), np.zeros(60)
+    for j in range(60):  # each row alone: from 0
+        kernel(np.empty(0, dtype), cold_weight[j : j + 1], False, radius, thetas[j : j + 1])
+    for scale in (1 + 1e-9, 0.5, 1.7):
+        warm_weight, warm_thetas = weight.copy(), thetas * scale
+        kernel(np.empty(0, dtype), warm_weight, False, radius, warm_thetas)
+        assert np.array_equal(warm_thetas, thetas) and np.array_equal(warm_weight, cold_weight)

@@ -692,6 +692,35 @@ def test_numba_and_torch_paths_agree_to_one_rounding(case: Case) -> None:
         assert all(norm <= Fraction(c) for norm, c in zip(norms, radii, strict=True) if math.isfinite(c))
 
 
+BACKENDS_HERE = ["torch", pytest.param("numba", marks=numba_only)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_a_subnormal_radius_ends_with_the_row_exactly_inside(backend: str) -> None:
+    # eps c underflows to 0 for a subnormal c: the step that raises theta after a rounding miss must still grow
+    # (it did not: the torch path looped forever, the numba path gave up with the row 3 subnormals outside).
+    row = torch.tensor(
+        [[9.0347018164e-314, 9.40122978e-315, -7.4349924935e-314, -9.217253763e-314, -4.5772582566e-314,
+          2.201951235e-314, -1.00961818355e-313, -2.0917557487e-314]],
+        dtype=torch.float64,
+    )  # fmt: skip
+    radius = 2.9636241782e-313
+    result = project_l1_ball(row, radius, backend=backend)
+    assert exact_l1_norms(result)[0] <= Fraction(radius)
+    assert np.all(np.sign(as_float64(result)) * np.sign(as_float64(row)) >= 0)
+    assert_matches_reference(result, row, radius)
+
+
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_radii_and_parameters_that_require_grad_are_projected_without_autograd(backend: str) -> None:
+    weight = nn.Parameter(torch.randn(4, 7, generator=torch.Generator().manual_seed(0)))
+    radii = torch.tensor([0.5, 1.0, 2.0, 100.0], dtype=torch.float64, requires_grad=True)
+    project_l1_ball_(weight, radii, backend=backend)
+    assert weight.is_leaf and weight.grad_fn is None and radii.grad is None
+    assert all(norm <= Fraction(c) for norm, c in zip(exact_l1_norms(weight.detach()), radii.tolist(), strict=True))
+    assert torch.allclose(weight.detach().abs().sum(dim=1)[:3].double(), radii.detach()[:3], rtol=1e-6)
+
+
 @numba_only
 @pytest.mark.parametrize("name", LAYERS)
 def test_project_module_numba_path_writes_parameters_in_place(name: str) -> None:
