@@ -200,23 +200,10 @@ def _keep_above(source, n, theta, target):  # pragma: no cover - compiled
 
 @numba.njit(**_INNER, fastmath=_REASSOC)
 def _sum_above(values, n, theta):  # pragma: no cover - compiled
-    """Count and (any-order) sum of the entries of ``values[:n]`` above ``theta``; vectorizes."""
-    count = 0
-    total = 0.0
-    for i in range(n):
-        y = values[i]
-        above = y > theta
-        count += above
-        total += y if above else 0.0
-    return count, total
+    """Count, (any-order) sum and least (its bits; int64 max for none) of the entries of ``values[:n]`` above ``theta``.
 
-
-@numba.njit(**_INNER, fastmath=_REASSOC)
-def _sum_above_least(values, n, theta):  # pragma: no cover - compiled
-    """``_sum_above``, and the bits of the least entry above ``theta`` (int64 max for none); vectorizes.
-
-    The entries are at least 0, so their bits as int64 are in their order: an integer minimum, which needs no
-    fastmath flag to vectorize.
+    Vectorizes: the entries are at least 0, so their bits as int64 are in their order, an integer minimum, which
+    needs no fastmath flag. Every pass uses this one function, so that every sum is added in one order.
     """
     count = 0
     total = 0.0
@@ -258,7 +245,7 @@ def _michelot_threshold(a, d, radius, total, buffer, start, count, kept):  # pra
         theta = (total - radius) / d
         count = -1
     for _ in range(_FULL_PASSES):
-        active, kept, least = _sum_above_least(a, d, theta)
+        active, kept, least = _sum_above(a, d, theta)
         if active == 0:
             return theta
         step = (kept - radius) / active
@@ -276,15 +263,15 @@ def _michelot_threshold(a, d, radius, total, buffer, start, count, kept):  # pra
     while n > 0:  # n == 0: theta rounded up to the largest entry (a radius far below an ulp of it)
         step = (kept - radius) / count
         theta = step if step > theta else theta
-        active, kept = _sum_above(buffer, n, theta)
+        active, kept, _ = _sum_above(buffer, n, theta)
         if active == count or active == 0:
             break
         count = active
         if 4 * count < n:  # most survivors are gone: compact again, so that later passes are short
             n, kept = _keep_above(buffer, n, theta, buffer)
-    # The final theta from a pass over the whole row, as above, and by the same function: LLVM may vectorize two
-    # reductions in different orders (it does for AVX2), and a start must not change the bits.
-    active, kept, _ = _sum_above_least(a, d, theta)
+    # The final theta from a pass over the whole row, as above, by the same function (LLVM may vectorize two
+    # reductions in different orders, as it does for AVX2, and a start must not change the bits).
+    active, kept, _ = _sum_above(a, d, theta)
     return (kept - radius) / active if active > 0 else theta
 
 
